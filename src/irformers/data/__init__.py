@@ -1,0 +1,1 @@
+"""Image I/O, MATLAB-exact resizing, degradations and benchmark datasets."""
