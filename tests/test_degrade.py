@@ -10,7 +10,6 @@ from irformers.data.degrade import (
     bicubic_lr,
     demosaic_malvar,
     jpeg_compress,
-    mosaic_to_sparse_rgb,
     rgb_to_gray_y,
     sample_sigma,
 )
@@ -105,12 +104,6 @@ def test_bayer_mosaic_picks_rggb_by_coordinates():
             channel = {(0, 0): 0, (1, 1): 2}.get((i % 2, j % 2), 1)  # R at (0,0), B at (1,1), else G
             assert mosaic[i, j] == rgb[i, j, channel], (i, j)
     assert bayer_mosaic(rgb.astype(np.float32) / 255).dtype == np.float32
-
-    sparse = mosaic_to_sparse_rgb(mosaic)
-    assert sparse.shape == (h, w, 3) and sparse.dtype == np.uint8
-    np.testing.assert_array_equal(bayer_mosaic(sparse), mosaic)
-    np.testing.assert_array_equal((sparse > 0).sum(-1) <= 1, True)  # one sample per pixel, zeros elsewhere
-    np.testing.assert_array_equal(sparse.sum(-1, dtype=np.int64), mosaic)
 
 
 def test_malvar_is_exact_on_constant_and_linear_images():

@@ -73,20 +73,6 @@ def bayer_mosaic(rgb: np.ndarray) -> np.ndarray:
     return mosaic
 
 
-def mosaic_to_sparse_rgb(mosaic: np.ndarray) -> np.ndarray:
-    """H x W x 3 image holding each mosaic sample in its own channel and zeros elsewhere.
-
-    This is the demosaicking models' input: the channel position tells the network the Bayer phase,
-    which a single-channel mosaic leaves implicit.
-    """
-    if mosaic.ndim != 2:
-        raise ValueError(f"expected an H x W mosaic, got shape {mosaic.shape}")
-    sparse = np.zeros((*mosaic.shape, 3), dtype=mosaic.dtype)
-    for (i, j), c in _RGGB.items():
-        sparse[i::2, j::2, c] = mosaic[i::2, j::2]
-    return sparse
-
-
 # Malvar, He & Cutler (2004) 5x5 filters, in eighths; all symmetric, so correlation = convolution.
 _MALVAR = {
     # G at a red or blue site.

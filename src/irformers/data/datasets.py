@@ -1,0 +1,97 @@
+"""Benchmark sets found by name under a data root, in the three layouts of design.md.
+
+- ``NAME/HR/*``: super-resolution sets; ``NAME/LR_bicubic/X{s}/<stem>x{s}.<ext>`` is used when present,
+  otherwise the LR image is synthesised with MATLAB-exact bicubic.
+- ``NAME/*``: clean images; the degraded input is synthesised per the conventions.
+- ``NAME/input/*`` + ``NAME/target/*``: pairs matched by file name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".webp")
+DATA_ENV = "IRFORMERS_DATA"
+
+
+class DatasetError(ValueError):
+    """A data root or benchmark set that cannot be used; the message is one line naming the path."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str  # file stem, used in per-image reports and saved outputs
+    target: Path  # the clean / HR image
+    source: Path | None = None  # the given degraded input (LR or paired input), when the set has one
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    root: Path
+    layout: str  # "sr", "clean" or "paired"
+    samples: tuple[Sample, ...]
+
+
+def resolve_data_root(data_root: str | Path | None) -> Path:
+    """The ``--data-root`` argument, else ``$IRFORMERS_DATA``; it must be an existing folder."""
+    value = data_root if data_root is not None else os.environ.get(DATA_ENV)
+    if not value:
+        raise DatasetError(f"no data root: pass --data-root DIR or set {DATA_ENV}")
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data root is not a folder")
+    return root
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name (other files, e.g. CSV lists, are ignored)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def find_dataset(name: str, data_root: str | Path | None = None, scale: int | None = None) -> Dataset:
+    """Locate benchmark set ``name`` under the data root and pair its files for the task at hand."""
+    root = resolve_data_root(data_root)
+    folder = root / name
+    if not folder.is_dir():
+        known = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise DatasetError(f"{folder}: unknown dataset '{name}' (found: {', '.join(known) or 'nothing'})")
+    if (folder / "HR").is_dir():
+        return _sr_dataset(name, folder, scale)
+    if (folder / "input").is_dir() and (folder / "target").is_dir():
+        return _paired_dataset(name, folder)
+    images = list_images(folder)
+    if not images:
+        raise DatasetError(f"{folder}: no images (expected NAME/HR/, NAME/input+target/ or images in NAME/)")
+    return Dataset(name, folder, "clean", tuple(Sample(p.stem, p) for p in images))
+
+
+def _sr_dataset(name: str, folder: Path, scale: int | None) -> Dataset:
+    hr = list_images(folder / "HR")
+    if not hr:
+        raise DatasetError(f"{folder / 'HR'}: no images")
+    lr_dir = folder / "LR_bicubic" / f"X{scale}" if scale else None
+    samples = []
+    for path in hr:
+        source = None
+        if lr_dir is not None and lr_dir.is_dir():
+            source = lr_dir / f"{path.stem}x{scale}{path.suffix}"
+            if not source.is_file():
+                raise DatasetError(f"{source}: LR image missing for {path.name}")
+        samples.append(Sample(path.stem, path, source))
+    return Dataset(name, folder, "sr", tuple(samples))
+
+
+def _paired_dataset(name: str, folder: Path) -> Dataset:
+    inputs = {p.stem: p for p in list_images(folder / "input")}
+    targets = {p.stem: p for p in list_images(folder / "target")}
+    if not targets:
+        raise DatasetError(f"{folder / 'target'}: no images")
+    unmatched = sorted(set(inputs) ^ set(targets))
+    if unmatched:
+        raise DatasetError(
+            f"{folder}: input and target do not pair up (unmatched: {', '.join(unmatched[:5])})"
+        )
+    return Dataset(name, folder, "paired", tuple(Sample(s, targets[s], inputs[s]) for s in sorted(targets)))

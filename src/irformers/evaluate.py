@@ -1,0 +1,231 @@
+"""The benchmark runner: degrade a test set per the conventions, restore it, score it like the papers.
+
+Every model, the pseudo-models included, is a ``Restorer``: float32 H x W x C in [0, 1] in, float32
+H x W x C out. The runner owns the conventions (mod-crop, seeded noise, OpenCV JPEG, Y channel, border
+shave, rounding to uint8 before any metric), so a model cannot get them wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from irformers import metrics
+from irformers.data import degrade
+from irformers.data.datasets import Dataset, DatasetError, Sample
+from irformers.data.io import ImageError, read_array, write_image
+from irformers.data.resize import imresize, modcrop
+
+TASKS = ("sr", "denoise", "jpeg", "demosaic", "paired")
+Restorer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """One evaluation setting: the task and its level, and whether the images are gray."""
+
+    task: str
+    scale: int = 1
+    sigma: float | None = None
+    quality: int | None = None
+    gray: bool = False
+    y: bool = False  # paired tasks: score on Y (e.g. deraining); SR always scores on Y
+
+    def __post_init__(self) -> None:
+        needs = {
+            "sr": ("scale", self.scale > 1),
+            "denoise": ("sigma", self.sigma is not None),
+            "jpeg": ("quality", self.quality is not None),
+        }
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task '{self.task}' (choose from {', '.join(TASKS)})")
+        if self.task in needs and not needs[self.task][1]:
+            raise ValueError(f"task '{self.task}' needs --{needs[self.task][0]}")
+
+    @property
+    def label(self) -> str:
+        level = {
+            "sr": f"x{self.scale}",
+            "denoise": f"sigma{self.sigma:g}" if self.sigma is not None else "",
+            "jpeg": f"q{self.quality}",
+        }.get(self.task, "")
+        return " ".join(s for s in (self.task, level, "gray" if self.gray else "") if s)
+
+    @property
+    def crop(self) -> int:
+        """Border shave before scoring: the SR convention shaves ``scale`` pixels; other tasks none."""
+        return self.scale if self.task == "sr" else 0
+
+    @property
+    def score_on_y(self) -> bool:
+        return self.task == "sr" or (self.task == "paired" and self.y)
+
+
+def _as_hwc(img: np.ndarray) -> np.ndarray:
+    return img[..., None] if img.ndim == 2 else img
+
+
+def _to_float(img: np.ndarray) -> np.ndarray:
+    return _as_hwc(img).astype(np.float32) / 255.0
+
+
+def quantize(img: np.ndarray) -> np.ndarray:
+    """Model output -> uint8 as the conventions require: clamp to [0, 1], scale, round."""
+    return np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _read_target(path: Path, deg: Degradation) -> np.ndarray:
+    if not deg.gray:
+        img = read_array(path, "rgb")
+    else:
+        img = read_array(path, "unchanged")
+        if img.ndim == 3 and img.dtype == np.uint8:
+            # Gray JPEG follows the BT.601 Y convention; gray denoising of a color file follows the usual
+            # OpenCV grayscale conversion that KAIR/DnCNN evaluations use.
+            img = degrade.rgb_to_gray_y(img) if deg.task == "jpeg" else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if img.dtype != np.uint8:
+        raise ImageError(f"{path}: {img.dtype} benchmark images are not supported (8-bit only)")
+    return _as_hwc(img)
+
+
+def prepare(sample: Sample, deg: Degradation) -> tuple[np.ndarray, np.ndarray]:
+    """The model input (float32 H x W x C) and the uint8 ground truth for one test image."""
+    target = _read_target(sample.target, deg)
+    if deg.task == "sr":
+        target = modcrop(target, deg.scale)
+        if sample.source is not None:
+            lr = _as_hwc(read_array(sample.source, "gray" if deg.gray else "rgb"))
+            expected = (target.shape[0] // deg.scale, target.shape[1] // deg.scale)
+            if lr.shape[:2] != expected:
+                raise ImageError(
+                    f"{sample.source}: LR size {lr.shape[1]}x{lr.shape[0]} does not match "
+                    f"HR/{deg.scale} = {expected[1]}x{expected[0]}"
+                )
+        else:
+            lr = _as_hwc(degrade.bicubic_lr(target, deg.scale))
+        return _to_float(lr), target
+    if deg.task == "denoise":
+        return _as_hwc(degrade.add_gaussian_noise(_to_float(target), deg.sigma, seed=0)), target
+    if deg.task == "jpeg":
+        return _to_float(
+            degrade.jpeg_compress(target.squeeze(-1) if deg.gray else target, deg.quality)
+        ), target
+    if deg.task == "demosaic":
+        # The model input is the 1-channel RGGB mosaic; models interpolate it themselves.
+        return _as_hwc(degrade.bayer_mosaic(_to_float(target))), target
+    if sample.source is None:
+        raise DatasetError(f"{sample.target}: paired task needs a NAME/input + NAME/target dataset")
+    source = _to_float(read_array(sample.source, "unchanged" if deg.gray else "rgb"))
+    if source.shape != target.shape:
+        raise ImageError(
+            f"{sample.source}: size {source.shape[1]}x{source.shape[0]} does not match its "
+            f"target {target.shape[1]}x{target.shape[0]}"
+        )
+    return source, target
+
+
+def score(output: np.ndarray, target: np.ndarray, deg: Degradation) -> dict[str, float]:
+    """PSNR / SSIM (and PSNR-B for JPEG) of uint8 images under the task's conventions."""
+    pred, gt = output.squeeze(-1) if output.shape[-1] == 1 else output, target
+    gt = gt.squeeze(-1) if gt.shape[-1] == 1 else gt
+    kw = {"crop": deg.crop, "y": deg.score_on_y}
+    result = {"psnr": metrics.psnr(pred, gt, **kw), "ssim": metrics.ssim(pred, gt, **kw)}
+    if deg.task == "jpeg":
+        result["psnr_b"] = metrics.psnr_b(pred, gt, **kw)
+    return result
+
+
+def pseudo_model(name: str, deg: Degradation) -> Restorer:
+    """The papers' reference rows as models: ``bicubic`` (SR), ``identity`` (the degraded input),
+    ``malvar`` (the classical demosaicking baseline)."""
+    if name == "bicubic":
+        if deg.task != "sr":
+            raise ValueError("the 'bicubic' pseudo-model is for --task sr")
+        return lambda x: imresize(quantize(x), deg.scale).astype(np.float32) / 255.0
+    if name == "identity":
+        if deg.task == "sr":
+            raise ValueError("the 'identity' pseudo-model is for same-size tasks (use 'bicubic' for sr)")
+        return lambda x: x
+    if name == "malvar":
+        if deg.task != "demosaic":
+            raise ValueError("the 'malvar' pseudo-model is for --task demosaic")
+        return lambda x: _to_float(degrade.demosaic_malvar(quantize(x)[..., 0]))
+    raise ValueError(f"unknown model '{name}'")
+
+
+PSEUDO_MODELS = ("bicubic", "identity", "malvar")
+
+
+def evaluate(
+    restorer: Restorer,
+    dataset: Dataset,
+    deg: Degradation,
+    *,
+    model_name: str,
+    params_m: float | None = None,
+    save_dir: Path | None = None,
+    progress: Callable[[Iterable], Iterable] = iter,
+) -> dict:
+    """Score ``restorer`` on every image of ``dataset``; a broken image is reported, not fatal."""
+    start = time.perf_counter()
+    per_image, failed = [], []
+    for sample in progress(dataset.samples):
+        try:
+            inp, target = prepare(sample, deg)
+            output = quantize(restorer(inp))
+            if output.shape != target.shape:
+                raise ImageError(
+                    f"{sample.target}: model output {output.shape} does not match the target {target.shape}"
+                )
+            per_image.append({"name": sample.name, **score(output, target, deg)})
+            if save_dir is not None:
+                write_image(save_dir / dataset.name / f"{sample.name}.png", output)
+        except (ImageError, DatasetError) as err:
+            failed.append(str(err))
+    means = {
+        key: float(np.mean([r[key] for r in per_image])) if per_image else float("nan")
+        for key in ("psnr", "ssim", *(("psnr_b",) if deg.task == "jpeg" else ()))
+    }
+    return {
+        "model": model_name,
+        "task": deg.task,
+        "dataset": dataset.name,
+        "params_m": params_m,
+        "scale": deg.scale if deg.task == "sr" else None,
+        "sigma": deg.sigma,
+        "quality": deg.quality,
+        "gray": deg.gray,
+        "metric_on": "y" if deg.score_on_y else ("gray" if deg.gray else "rgb"),
+        "crop": deg.crop,
+        **means,
+        "per_image": per_image,
+        "failed": failed,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def format_table(results: list[dict]) -> str:
+    """Results in the papers' layout: one row per (model, setting), one 'PSNR/SSIM' column per set."""
+    columns = list(dict.fromkeys(r["dataset"] for r in results))
+    rows: dict[tuple, dict[str, str]] = {}
+    for r in results:
+        level = {
+            "sr": f"x{r['scale']}",
+            "denoise": f"σ{r['sigma']:g}" if r["sigma"] is not None else "",
+            "jpeg": f"q{r['quality']}",
+        }.get(r["task"], "")
+        key = (r["model"], r["task"] + (" gray" if r["gray"] else ""), level)
+        cell = f"{r['psnr']:.2f}/{r['ssim']:.4f}"
+        if "psnr_b" in r:
+            cell += f" ({r['psnr_b']:.2f})"
+        rows.setdefault(key, {})[r["dataset"]] = cell
+    header = ["model", "task", "level", *columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, cells in rows.items():
+        lines.append("| " + " | ".join([*key, *(cells.get(c, "-") for c in columns)]) + " |")
+    return "\n".join(lines)

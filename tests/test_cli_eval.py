@@ -1,0 +1,261 @@
+"""The benchmark runner through the command line, against the published reference rows."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from irformers.cli import main
+from irformers.data.datasets import DatasetError, find_dataset
+from irformers.evaluate import Degradation, prepare
+
+# conventions.md: published bicubic rows (PSNR / SSIM on Y, border shave = scale).
+BICUBIC = {
+    ("Set5", 2): (33.66, 0.9299),
+    ("Set5", 3): (30.39, 0.8682),
+    ("Set5", 4): (28.42, 0.8104),
+    ("BSD100", 2): (29.56, 0.8431),
+    ("BSD100", 3): (27.21, 0.7385),
+    ("BSD100", 4): (25.96, 0.6675),
+}
+# conventions.md: the "JPEG" (no restoration) rows, PSNR / SSIM.
+JPEG = {
+    ("Classic5", True, 10): (27.82, 0.7600),
+    ("Classic5", True, 40): (32.43, 0.8850),
+    ("LIVE1", True, 10): (27.77, 0.7730),
+    ("LIVE1", True, 40): (32.35, 0.9040),
+    ("LIVE1", False, 10): (25.69, 0.7430),
+    ("LIVE1", False, 40): (30.28, 0.8820),
+}
+
+
+def run_json(capsys, *argv: str) -> list[dict]:
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    return out if isinstance(out, list) else [out]
+
+
+@pytest.mark.parametrize("dataset", ["Set5", "BSD100"])
+def test_bicubic_rows_match_the_published_figures(capsys, data_root, dataset):
+    results = run_json(
+        capsys,
+        "test",
+        "--model",
+        "bicubic",
+        "--task",
+        "sr",
+        "--scale",
+        "2,3,4",
+        "--dataset",
+        dataset,
+        "--data-root",
+        str(data_root),
+    )
+    assert [r["scale"] for r in results] == [2, 3, 4]
+    for r in results:
+        psnr, ssim = BICUBIC[dataset, r["scale"]]
+        assert r["metric_on"] == "y" and r["crop"] == r["scale"]
+        assert abs(r["psnr"] - psnr) <= 0.02, (dataset, r["scale"], r["psnr"])
+        assert abs(r["ssim"] - ssim) <= 0.001, (dataset, r["scale"], r["ssim"])
+        assert len(r["per_image"]) == (5 if dataset == "Set5" else 100) and not r["failed"]
+
+
+@pytest.mark.parametrize(("dataset", "gray"), [("Classic5", True), ("LIVE1", True), ("LIVE1", False)])
+def test_jpeg_rows_match_the_published_figures(capsys, data_root, dataset, gray):
+    argv = [
+        "test",
+        "--model",
+        "identity",
+        "--task",
+        "jpeg",
+        "--quality",
+        "10,40",
+        "--dataset",
+        dataset,
+        "--data-root",
+        str(data_root),
+        *(["--gray"] if gray else []),
+    ]
+    for r in run_json(capsys, *argv):
+        psnr, ssim = JPEG[dataset, gray, r["quality"]]
+        assert r["gray"] is gray and r["metric_on"] == ("gray" if gray else "rgb")
+        assert abs(r["psnr"] - psnr) <= 0.02, (dataset, gray, r["quality"], r["psnr"])
+        assert abs(r["ssim"] - ssim) <= 0.001, (dataset, gray, r["quality"], r["ssim"])
+        assert r["psnr_b"] <= r["psnr"] + 1e-9  # the blocking factor only ever lowers PSNR
+
+
+def test_bicubic_lr_is_synthesised_when_the_set_has_no_lr_folder(data_root, tmp_path):
+    # The same Set5 without LR_bicubic/: the synthesised LR must equal the MATLAB files.
+    (tmp_path / "Set5").mkdir()
+    (tmp_path / "Set5" / "HR").symlink_to(data_root / "Set5" / "HR")
+    deg = Degradation("sr", scale=3)
+    with_files, synthesised = find_dataset("Set5", data_root, 3), find_dataset("Set5", tmp_path, 3)
+    assert synthesised.samples[0].source is None
+    for a, b in zip(with_files.samples, synthesised.samples, strict=True):
+        np.testing.assert_array_equal(prepare(a, deg)[0], prepare(b, deg)[0])
+
+
+def test_denoising_input_is_bit_identical_across_runs_and_processes(data_root):
+    deg = Degradation("denoise", sigma=25, gray=True)
+    sample = find_dataset("Set12", data_root).samples[0]
+    noisy, clean = prepare(sample, deg)
+    np.testing.assert_array_equal(noisy, prepare(sample, deg)[0])
+    # A fresh interpreter (other hash seeds, other import order) draws the very same noise.
+    code = (
+        "import sys, hashlib; from irformers.evaluate import Degradation, prepare; "
+        "from irformers.data.datasets import find_dataset; "
+        "s = find_dataset('Set12', sys.argv[1]).samples[0]; "
+        "x = prepare(s, Degradation('denoise', sigma=25, gray=True))[0]; "
+        "print(hashlib.sha256(x.tobytes()).hexdigest())"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code, str(data_root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+    ).stdout.strip()
+    import hashlib
+
+    assert other == hashlib.sha256(noisy.tobytes()).hexdigest()
+    # And it is the convention's noise: numpy.random.seed(0) then numpy.random.normal, added (as KAIR does)
+    # to the float32 image, not clipped.
+    clean32 = clean.astype(np.float32) / 255
+    expected = clean32 + np.random.RandomState(0).normal(0, 25 / 255, clean.shape)
+    np.testing.assert_array_equal(noisy, expected.astype(np.float32))
+    assert noisy.min() < 0 < 1 < noisy.max()
+
+
+def test_noisy_row_is_close_to_the_noise_level(capsys, data_root):
+    # PSNR of clipped-and-rounded N(0, 25) noise on 8-bit images is about 20.2 dB.
+    (r,) = run_json(
+        capsys,
+        "test",
+        "--model",
+        "identity",
+        "--task",
+        "denoise",
+        "--sigma",
+        "25",
+        "--dataset",
+        "Set12",
+        "--data-root",
+        str(data_root),
+    )
+    assert r["gray"] and 20.0 < r["psnr"] < 20.9
+
+
+def test_bad_usage_gives_one_line_and_status_2(capsys, data_root, tmp_path):
+    cases = [
+        (["--dataset", "NoSuchSet", "--data-root", str(data_root)], "unknown dataset 'NoSuchSet'"),
+        (["--dataset", "Set5", "--data-root", str(tmp_path / "nowhere")], "data root is not a folder"),
+        (["--dataset", "Empty", "--data-root", str(tmp_path)], "no images"),
+    ]
+    (tmp_path / "Empty").mkdir()
+    for extra, message in cases:
+        assert main(["test", "--model", "bicubic", "--task", "sr", "--scale", "2", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+    assert (
+        main(
+            [
+                "test",
+                "--model",
+                "bicubic",
+                "--task",
+                "denoise",
+                "--sigma",
+                "25",
+                "--dataset",
+                "Set12",
+                "--data-root",
+                str(data_root),
+            ]
+        )
+        == 2
+    )
+    assert "for --task sr" in capsys.readouterr().err
+    assert (
+        main(
+            ["test", "--model", "bicubic", "--task", "sr", "--dataset", "Set5", "--data-root", str(data_root)]
+        )
+        == 2
+    )
+    assert "needs --scale" in capsys.readouterr().err
+
+
+def test_mismatched_pair_and_broken_image_are_reported_and_the_rest_scored(capsys, tmp_path):
+    root = tmp_path / "root"
+    for sub in ("input", "target"):
+        (root / "Pairs" / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, size in (("a", 16), ("b", 16), ("c", 16)):
+        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "Pairs" / "target" / f"{name}.png"), img)
+        cv2.imwrite(str(root / "Pairs" / "input" / f"{name}.png"), img if name != "b" else img[:8])
+    (root / "Pairs" / "input" / "c.png").write_bytes(b"not an image")
+    assert (
+        main(
+            [
+                "test",
+                "--model",
+                "identity",
+                "--task",
+                "paired",
+                "--dataset",
+                "Pairs",
+                "--data-root",
+                str(root),
+                "--json",
+            ]
+        )
+        == 1
+    )
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert [r["name"] for r in result["per_image"]] == ["a"] and result["psnr"] == float("inf")
+    assert len(result["failed"]) == 2
+    assert "b.png" in captured.err and "does not match" in captured.err and "c.png" in captured.err
+
+
+def test_unpaired_folders_are_refused(tmp_path):
+    for sub in ("input", "target"):
+        (tmp_path / "P" / sub).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "P" / "input" / "x.png"), np.zeros((4, 4), np.uint8))
+    cv2.imwrite(str(tmp_path / "P" / "target" / "y.png"), np.zeros((4, 4), np.uint8))
+    with pytest.raises(DatasetError, match="unmatched: x, y"):
+        find_dataset("P", tmp_path)
+
+
+def test_degrade_then_metrics_round_trip(capsys, data_root, tmp_path):
+    out = tmp_path / "lr"
+    assert main(["degrade", "--task", "sr", "--scale", "4", str(data_root / "Set5" / "HR"), str(out)]) == 0
+    capsys.readouterr()
+    # The written LR files are the MATLAB ones, so their metrics against the golden LR are perfect.
+    golden = tmp_path / "golden"
+    golden.mkdir()
+    for f in (data_root / "Set5" / "LR_bicubic" / "X4").iterdir():
+        (golden / f.name.replace("x4", "")).symlink_to(f)
+    assert main(["metrics", str(out), str(golden), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["per_image"]) == 5 and report["psnr"] == float("inf") and report["ssim"] == 1.0
+
+
+def test_metrics_command_on_single_files_with_y_and_crop(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    gt = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    pred = np.clip(gt.astype(int) + rng.integers(-3, 4, gt.shape), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "gt.png"), gt[..., ::-1])
+    cv2.imwrite(str(tmp_path / "pred.png"), pred[..., ::-1])
+    assert (
+        main(["metrics", str(tmp_path / "pred.png"), str(tmp_path / "gt.png"), "--crop", "4", "--json"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    mse = np.mean((pred[4:-4, 4:-4].astype(float) - gt[4:-4, 4:-4]) ** 2)
+    assert abs(report["psnr"] - 10 * np.log10(255**2 / mse)) < 1e-9
+    assert main(["metrics", str(tmp_path / "missing.png"), str(tmp_path / "gt.png")]) == 2
+    assert "missing.png: no such file or folder" in capsys.readouterr().err
