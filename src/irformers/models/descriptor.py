@@ -1,0 +1,40 @@
+"""What a built model needs from its callers, and presets as plain data.
+
+Inference and training read `model.descriptor` instead of guessing from the architecture: how much
+to upscale, which channels go in and out, what the input size must be a multiple of (the frame pads
+to it internally; tiling uses it to choose tile sizes), which dtypes it runs in, whether `k=` applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DTYPES = ("float32", "bfloat16", "float16")
+TASKS = ("sr", "denoise", "jpeg", "demosaic", "deblur", "paired")
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    arch: str
+    task: str
+    scale: int
+    in_channels: int
+    out_channels: int
+    size_multiple: int
+    dtypes: tuple[str, ...] = DTYPES
+    supports_k: bool = False  # model(x, k=...) trades accuracy for speed at run time
+    fp16_safe: bool = False  # float16 inference checked to stay close to float32
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration; `config` is the plain dict `build_model` turns into a network."""
+
+    name: str
+    arch: str
+    task: str
+    scale: int
+    in_channels: int
+    config: dict = field(hash=False)
+    reported_params_m: float | None  # the paper's figure, millions; None for the project's own presets
+    note: str = ""

@@ -1,0 +1,207 @@
+"""The two network frames every architecture plugs its stage into.
+
+`ColumnarFrame` is the SwinIR-style single-resolution body used for super-resolution (and x1 tasks);
+`UNetFrame` is the Restormer-like 4-level encoder-decoder. Both pad the input once to the model's size
+multiple (reflect) and crop the output back, so callers never pad. A stage is any module mapping
+channels-last tokens `(B, H, W, C) -> (B, H, W, C)`, called as `stage(x, **runtime)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import BayerBilinear, make_stage_conv, pad_to_multiple
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a frame tells a stage factory about the stage it needs."""
+
+    dim: int  # channels at this stage
+    depth: int  # number of layers
+    num_heads: int
+    level: int  # 0 = full resolution; U-Net level i works at 1/2**i of the input
+    index: int  # running index of the stage in the network (per-stage options, DropPath)
+
+
+StageFactory = Callable[[StageSpec], nn.Module]
+
+DEFAULT_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def _per_stage(value: int | Sequence[int], n: int, name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value] * n
+    if len(value) != n:
+        raise ValueError(f"frames: {name} has {len(value)} entries, expected {n}")
+    return list(value)
+
+
+def _conv3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class ColumnarFrame(nn.Module):
+    """Shallow conv -> stages at full resolution -> body conv + long skip -> pixel-shuffle upsampler."""
+
+    def __init__(
+        self,
+        stage_factory: StageFactory,
+        *,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        dim: int,
+        depths: Sequence[int],
+        num_heads: int | Sequence[int],
+        scale: int,
+        body_conv: str = "conv1",
+        size_multiple: int,
+        upsampler_features: int = 64,
+        rgb_mean: Sequence[float] | None = DEFAULT_RGB_MEAN,
+    ) -> None:
+        super().__init__()
+        if scale not in (1, 2, 3, 4):
+            raise ValueError(f"ColumnarFrame: scale must be 1, 2, 3 or 4, got {scale}")
+        if rgb_mean is not None and not (in_channels == out_channels == len(rgb_mean)):
+            raise ValueError("ColumnarFrame: rgb_mean needs in_channels == out_channels == len(rgb_mean)")
+        self.scale = scale
+        self.size_multiple = size_multiple
+        mean = torch.tensor(rgb_mean if rgb_mean is not None else [0.0] * in_channels).view(1, -1, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+
+        heads = _per_stage(num_heads, len(depths), "num_heads")
+        self.conv_first = _conv3(in_channels, dim)
+        self.norm_in = nn.LayerNorm(dim)
+        self.stages = nn.ModuleList(
+            stage_factory(StageSpec(dim=dim, depth=d, num_heads=h, level=0, index=i))
+            for i, (d, h) in enumerate(zip(depths, heads, strict=True))
+        )
+        self.norm_out = nn.LayerNorm(dim)
+        self.conv_body = make_stage_conv(body_conv, dim)
+
+        f = upsampler_features
+        self.conv_before_upsample = nn.Sequential(_conv3(dim, f), nn.LeakyReLU(0.01, inplace=True))
+        steps: list[nn.Module] = []
+        if scale == 3:
+            steps += [_conv3(f, 9 * f), nn.PixelShuffle(3)]
+        else:
+            for _ in range({1: 0, 2: 1, 4: 2}[scale]):
+                steps += [_conv3(f, 4 * f), nn.PixelShuffle(2)]
+        self.upsample = nn.Sequential(*steps)
+        self.conv_last = _conv3(f, out_channels)
+
+    def forward(self, x: torch.Tensor, **runtime) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, self.size_multiple)
+        mean = self.mean.to(x.dtype)
+        feat = self.conv_first(x - mean)
+        t = self.norm_in(feat.permute(0, 2, 3, 1))
+        for stage in self.stages:
+            t = stage(t, **runtime)
+        t = self.conv_body(self.norm_out(t))
+        feat = t.permute(0, 3, 1, 2) + feat
+        out = self.conv_last(self.upsample(self.conv_before_upsample(feat))) + mean
+        return out[..., : h * self.scale, : w * self.scale]
+
+
+class _StageNCHW(nn.Module):
+    """Adapts a channels-last stage to the U-Net's NCHW feature maps."""
+
+    def __init__(self, stage: nn.Module) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, x: torch.Tensor, **runtime) -> torch.Tensor:
+        return self.stage(x.permute(0, 2, 3, 1), **runtime).permute(0, 3, 1, 2)
+
+
+class UNetFrame(nn.Module):
+    """Restormer-like 4-level encoder-decoder for same-size restoration.
+
+    Level i works at 1/2**i resolution with `dims[i]` channels. Encoder stages at levels 0-2, the
+    bottleneck stage at level 3, decoder stages at levels 2-0 (each after upsampling and a 1x1 conv
+    fusing the concatenated skip), a refinement stage at full resolution, an output conv, and
+    output = input + prediction when the channels match (`global_residual`). With `bayer_input` the
+    network takes a 1-channel RGGB mosaic, interpolates it bilinearly, and refines that image instead.
+    """
+
+    def __init__(
+        self,
+        stage_factory: StageFactory,
+        *,
+        in_channels: int,
+        out_channels: int,
+        dims: Sequence[int],
+        depths: Sequence[int],
+        decoder_depths: Sequence[int],
+        num_heads: Sequence[int],
+        refinement_depth: int,
+        size_multiple: int,
+        global_residual: bool = True,
+        bayer_input: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(dims) != 4 or len(depths) != 4 or len(num_heads) != 4 or len(decoder_depths) != 3:
+            raise ValueError("UNetFrame: dims, depths and num_heads need 4 levels, decoder_depths 3")
+        if any(d % 4 for d in dims[1:]):
+            raise ValueError(
+                f"UNetFrame: dims {list(dims)} beyond level 0 must be multiples of 4 (PixelUnshuffle)"
+            )
+        if size_multiple % 8:
+            raise ValueError(
+                f"UNetFrame: size_multiple {size_multiple} must be a multiple of 8 (3 downsamplings)"
+            )
+        if bayer_input and in_channels != 1:
+            raise ValueError("UNetFrame: bayer_input needs in_channels == 1")
+        self.size_multiple = size_multiple
+        self.bayer = BayerBilinear() if bayer_input else None
+        net_in = 3 if bayer_input else in_channels
+        self.global_residual = global_residual and net_in == out_channels
+
+        index = iter(range(1_000))
+
+        def stage(level: int, depth: int) -> nn.Module:
+            spec = StageSpec(
+                dim=dims[level], depth=depth, num_heads=num_heads[level], level=level, index=next(index)
+            )
+            return _StageNCHW(stage_factory(spec))
+
+        self.embed = _conv3(net_in, dims[0])
+        self.encoders = nn.ModuleList(stage(i, depths[i]) for i in range(3))
+        self.downs = nn.ModuleList(
+            nn.Sequential(_conv3(dims[i], dims[i + 1] // 4), nn.PixelUnshuffle(2)) for i in range(3)
+        )
+        self.bottleneck = stage(3, depths[3])
+        self.ups = nn.ModuleList(
+            nn.Sequential(_conv3(dims[i + 1], dims[i] * 4), nn.PixelShuffle(2)) for i in range(3)
+        )
+        self.fuses = nn.ModuleList(nn.Conv2d(2 * dims[i], dims[i], 1) for i in range(3))
+        # decoders[i] works at level i; built from the bottom up so stage indices follow the data flow
+        decoders = {i: stage(i, decoder_depths[i]) for i in (2, 1, 0)}
+        self.decoders = nn.ModuleList(decoders[i] for i in range(3))
+        self.refinement = stage(0, refinement_depth)
+        self.output = _conv3(dims[0], out_channels)
+
+    def forward(self, x: torch.Tensor, **runtime) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, self.size_multiple)
+        if self.bayer is not None:
+            x = self.bayer(x)
+        feat = self.embed(x)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs, strict=True):
+            feat = encoder(feat, **runtime)
+            skips.append(feat)
+            feat = down(feat)
+        feat = self.bottleneck(feat, **runtime)
+        for i in (2, 1, 0):
+            feat = self.fuses[i](torch.cat([self.ups[i](feat), skips[i]], dim=1))
+            feat = self.decoders[i](feat, **runtime)
+        out = self.output(self.refinement(feat, **runtime))
+        if self.global_residual:
+            out = out + x
+        return out[..., :h, :w]

@@ -1,0 +1,23 @@
+"""The registry of named configurations, gathered from each architecture module's `PRESETS`."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .descriptor import Preset
+
+# Each architecture module defines `PRESETS: list[Preset]` and `build(config) -> nn.Module`.
+ARCHITECTURES: dict[str, ModuleType] = {
+    name: importlib.import_module(f"{__package__}.{name}") for name in ("semanir", "hiir", "baseline")
+}
+
+PRESETS: dict[str, Preset] = {p.name: p for module in ARCHITECTURES.values() for p in module.PRESETS}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        known = ", ".join(sorted(PRESETS))
+        raise KeyError(f"unknown model preset {name!r}; known presets: {known}") from None

@@ -1,0 +1,566 @@
+"""SemanIR: windowed attention restricted to a key-semantic dictionary shared by a whole stage.
+
+Ren et al., "Sharing Key Semantics in Transformer Makes Efficient Image Restoration" (NeurIPS 2024).
+At the start of each stage every token picks its top-k most similar tokens in its window (no gradient);
+each layer of the stage then attends only to those k keys. Three attention backends give the same
+numbers: `mask` (dense scores, -inf outside the dictionary; fast to backpropagate), `gather` (gathers
+the k keys/values per query in chunks under a memory budget) and `fused` (the gather path compiled by
+`torch.compile` so that the gathered keys are never materialised; falls back to `gather`). `auto`
+chooses per call. See docs/semanir.md for the options and the U-Net layout.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .descriptor import ModelDescriptor, Preset
+from .frames import DEFAULT_RGB_MEAN, ColumnarFrame, StageSpec, UNetFrame
+from .layers import (
+    ContinuousPositionBias,
+    DropPath,
+    Mlp,
+    Size2,
+    make_stage_conv,
+    pad_to_multiple,
+    relative_position_index,
+    window_partition,
+    window_reverse,
+)
+
+RANDOM_K_CHOICES = (64, 128, 192, 256, 384, 512)  # random-k training draws one per forward pass
+BACKENDS = ("auto", "mask", "gather", "fused")
+
+# `auto` on CPU runs the fused sparse path for windows of at least FUSED_MIN_N tokens whose dictionary
+# is at most this sparse (k / N, without / with backward); elsewhere the dense `mask` path's matrix
+# products win. Fitted to benchmarks/attention.py on a 2-core CPU (docs/semanir.md has the table).
+FUSED_MIN_N = 1024
+FUSED_MAX_DENSITY = 0.25
+FUSED_MAX_DENSITY_BACKWARD = 0.125
+
+
+# --------------------------------------------------------------------------- the dictionary
+
+
+class KeySemanticDictionary:
+    """The per-stage top-k index, `(B * nW, N, k)`, with the derived tensors the backends need.
+
+    Derived tensors (the dense mask, the position-bias rows of the selected keys) are computed on first
+    use and then shared by every layer of the stage, like the index itself.
+    """
+
+    def __init__(self, index: torch.Tensor, window: Size2) -> None:
+        self.index = index
+        self.window = window
+        self._additive_mask: torch.Tensor | None = None
+        self._bias_rows: torch.Tensor | None = None
+
+    @property
+    def k(self) -> int:
+        return self.index.shape[-1]
+
+    @property
+    def n(self) -> int:
+        return self.index.shape[-2]
+
+    def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """`(B * nW, 1, N, N)`: 0 where key j is in query i's dictionary, -inf elsewhere."""
+        if self._additive_mask is None or self._additive_mask.dtype != dtype:
+            b, n, _ = self.index.shape
+            mask = torch.full((b, n, n), float("-inf"), dtype=dtype, device=self.index.device)
+            self._additive_mask = mask.scatter_(2, self.index, 0.0).unsqueeze(1)
+        return self._additive_mask
+
+    def bias_rows(self) -> torch.Tensor:
+        """`(B * nW, N, k)`: row of the relative-position table for each (query, selected key)."""
+        if self._bias_rows is None:
+            rel = relative_position_index(self.window, self.index.device)
+            b, n, _ = self.index.shape
+            self._bias_rows = rel.expand(b, n, n).gather(2, self.index)
+        return self._bias_rows
+
+
+def build_dictionary(
+    tokens: torch.Tensor, k: int, window: Size2, similarity: str = "dot"
+) -> KeySemanticDictionary:
+    """Top-k most similar tokens of each token in its window; `tokens` is `(B * nW, N, C)`.
+
+    No gradient and no parameters: the dictionary only decides which keys each query may see.
+    """
+    with torch.no_grad():
+        t = tokens.detach()
+        if similarity == "cosine":
+            t = F.normalize(t, dim=-1)
+        elif similarity != "dot":
+            raise ValueError(f"semanir: unknown similarity {similarity!r}; expected 'dot' or 'cosine'")
+        scores = t @ t.transpose(1, 2)
+        index = torch.topk(scores, min(k, t.shape[1]), dim=-1, sorted=False).indices
+    return KeySemanticDictionary(index, window)
+
+
+# --------------------------------------------------------------------------- attention backends
+# q, k, v: (B', N, h, d), q already scaled; table: (h, T) position bias; returns (B', N, h, d).
+
+
+def mask_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, dictionary: KeySemanticDictionary
+) -> torch.Tensor:
+    """Dense N x N scores with -inf outside the dictionary (the paper's training path)."""
+    rel = relative_position_index(dictionary.window, table.device)
+    bias = table[:, rel].to(q.dtype)  # (h, N, N)
+    mask = bias + dictionary.additive_mask(q.dtype)  # (B', h, N, N)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=1.0
+    )
+    return out.transpose(1, 2)
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`x (B', N, h, d)`, `index (B', n, k)` -> `(B', n, k, h, d)`: whole token rows, all heads at once."""
+    batch = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1)
+    return x[batch, index]
+
+
+def gather_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    table: torch.Tensor,
+    dictionary: KeySemanticDictionary,
+    chunk_bytes: int = 256 * 2**20,
+) -> torch.Tensor:
+    """Gather the k keys/values of each query and attend over them only: O(N k) scores.
+
+    Queries are processed in chunks so that the gathered keys and values stay under `chunk_bytes`.
+    Keys are gathered per head (`(B', h, c, k, d)`) so that the scores are plain batched products.
+    """
+    b, n, h, d = q.shape
+    kk = dictionary.k
+    per_query = 2 * b * kk * h * d * q.element_size()
+    step = max(1, min(n, chunk_bytes // per_query))
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B', h, N, d)
+    batch = torch.arange(b, device=q.device).view(-1, 1, 1, 1)
+    head = torch.arange(h, device=q.device).view(1, -1, 1, 1)
+    rows = dictionary.bias_rows()
+    outs = []
+    for s in range(0, n, step):
+        index = dictionary.index[:, None, s : s + step]  # (B', 1, c, k)
+        keys, values = kh[batch, head, index], vh[batch, head, index]  # (B', h, c, k, d)
+        bias = table[:, rows[:, s : s + step]].transpose(0, 1).to(q.dtype)  # (B', h, c, k)
+        scores = (qh[:, :, s : s + step, None] @ keys.transpose(-1, -2)).squeeze(-2) + bias
+        outs.append((scores.softmax(-1).unsqueeze(-2) @ values).squeeze(-2))
+    return torch.cat(outs, dim=2).transpose(1, 2)
+
+
+def _fused_core(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    table: torch.Tensor,
+    index: torch.Tensor,
+    rows: torch.Tensor,
+) -> torch.Tensor:
+    # Written as broadcast products + sums (not einsum) so that the compiler fuses the gathers into
+    # the reductions: the (B', N, k, h, d) gathered keys and values are never written to memory.
+    keys, values = _gather_rows(k, index), _gather_rows(v, index)
+    bias = table[:, rows].permute(1, 2, 3, 0)  # (B', N, k, h)
+    scores = (q.unsqueeze(2) * keys).sum(-1) + bias
+    probs = scores.softmax(dim=2)
+    return (probs.unsqueeze(-1) * values).sum(2)
+
+
+_FUSED_STATE: dict[str, object] = {"fn": None, "failed": False}
+
+
+def fused_available() -> bool:
+    """False once compiling the fused path has failed in this process (no compiler, unsupported op)."""
+    return not _FUSED_STATE["failed"]
+
+
+def fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, dictionary: KeySemanticDictionary
+) -> torch.Tensor:
+    """The gather path compiled with `torch.compile`; falls back to `gather_attention` if compiling fails."""
+    if not _FUSED_STATE["failed"]:
+        if _FUSED_STATE["fn"] is None:
+            _FUSED_STATE["fn"] = torch.compile(_fused_core, dynamic=None)
+        try:
+            return _FUSED_STATE["fn"](q, k, v, table.to(q.dtype), dictionary.index, dictionary.bias_rows())
+        except Exception as err:  # any compiler failure means: use the eager path
+            _FUSED_STATE["failed"] = True
+            warnings.warn(
+                f"semanir: fused attention unavailable ({type(err).__name__}); using 'gather'", stacklevel=2
+            )
+    return gather_attention(q, k, v, table, dictionary)
+
+
+def choose_backend(
+    n: int, k: int, *, batch: int, heads: int, device: torch.device, backward: bool, memory_bytes: int
+) -> str:
+    """What `auto` runs for one attention call over `batch` windows of `n` tokens.
+
+    On CPU the fused sparse path wins when windows are large and the dictionary sparse; otherwise the
+    dense path (what the paper trains with) unless its scores would not fit `memory_bytes`. On GPU the
+    dense kernels are used (no fused kernel measured there).
+    """
+    if k >= n:
+        return "mask"
+    density = FUSED_MAX_DENSITY_BACKWARD if backward else FUSED_MAX_DENSITY
+    if device.type == "cpu" and n >= FUSED_MIN_N and k <= density * n and fused_available():
+        return "fused"
+    dense_bytes = 3 * batch * heads * n * n * 4
+    return "mask" if dense_bytes <= memory_bytes else "gather"
+
+
+class KSAttention(nn.Module):
+    """Multi-head attention of each query over the keys its dictionary lists, with cosine scores."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        attn_type: str = "cosine",
+        backend: str = "auto",
+        cpb_hidden: int = 512,
+        memory_mb: int = 1024,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"semanir: dim {dim} is not divisible by num_heads {num_heads}")
+        if attn_type not in ("cosine", "dot"):
+            raise ValueError(f"semanir: unknown attn_type {attn_type!r}; expected 'cosine' or 'dot'")
+        if backend not in BACKENDS:
+            raise ValueError(f"semanir: unknown backend {backend!r}; expected one of {BACKENDS}")
+        self.num_heads = num_heads
+        self.attn_type = attn_type
+        self.backend = backend
+        self.memory_bytes = memory_mb * 2**20
+        self.qkv = nn.Linear(dim, 3 * dim)
+        if attn_type == "cosine":
+            self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+        self.cpb = ContinuousPositionBias(num_heads, cpb_hidden)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, dictionary: KeySemanticDictionary, backend: str | None = None
+    ) -> torch.Tensor:
+        b, n, c = x.shape
+        h = self.num_heads
+        q, k, v = self.qkv(x).view(b, n, 3, h, c // h).unbind(2)
+        if self.attn_type == "cosine":
+            scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, 1, h, 1)
+            q, k = F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1)
+        else:
+            q = q * (c // h) ** -0.5
+        table = self.cpb(dictionary.window)
+        backend = backend or self.backend
+        if backend == "auto":
+            backend = choose_backend(
+                n,
+                dictionary.k,
+                batch=b,
+                heads=h,
+                device=x.device,
+                backward=torch.is_grad_enabled() and x.requires_grad,
+                memory_bytes=self.memory_bytes,
+            )
+        if backend == "mask":
+            out = mask_attention(q, k, v, table, dictionary)
+        elif backend == "gather":
+            out = gather_attention(q, k, v, table, dictionary, chunk_bytes=self.memory_bytes // 4)
+        else:
+            out = fused_attention(q, k, v, table, dictionary)
+        return self.proj(out.reshape(b, n, c))
+
+
+# --------------------------------------------------------------------------- layer and stage
+
+
+class SemanIRLayer(nn.Module):
+    """Attention then MLP, residual; post-norm (`x + LN(f(x))`, as in GRL) or pre-norm."""
+
+    def __init__(
+        self, dim: int, num_heads: int, *, mlp_ratio: float, norm: str, drop_path: float, **attn_options
+    ) -> None:
+        super().__init__()
+        if norm not in ("post", "pre"):
+            raise ValueError(f"semanir: unknown norm {norm!r}; expected 'post' or 'pre'")
+        self.post_norm = norm == "post"
+        self.attn = KSAttention(dim, num_heads, **attn_options)
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(
+        self, x: torch.Tensor, dictionary: KeySemanticDictionary, backend: str | None = None
+    ) -> torch.Tensor:
+        if self.post_norm:
+            x = x + self.drop_path(self.norm1(self.attn(x, dictionary, backend)))
+            return x + self.drop_path(self.norm2(self.mlp(x)))
+        x = x + self.drop_path(self.attn(self.norm1(x), dictionary, backend))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SemanIRStage(nn.Module):
+    """Dictionary (once) -> `depth` layers sharing it -> stage conv -> + stage input.
+
+    Windows are `window_size` square, shrunk to the feature map when it is smaller (coarse U-Net
+    levels); k is clamped to the window's token count.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        *,
+        window_size: int,
+        k: int,
+        similarity: str = "dot",
+        stage_conv: str = "conv1",
+        drop_path: Sequence[float] = (),
+        **layer_options,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.k = k
+        self.similarity = similarity
+        rates = list(drop_path) or [0.0] * depth
+        self.layers = nn.ModuleList(
+            SemanIRLayer(dim, num_heads, drop_path=rates[i], **layer_options) for i in range(depth)
+        )
+        self.conv = make_stage_conv(stage_conv, dim)
+
+    def forward(self, x: torch.Tensor, k: int | None = None, backend: str | None = None, **_) -> torch.Tensor:
+        _, h, w, _ = x.shape
+        window = (min(self.window_size, h), min(self.window_size, w))
+        padded = pad_to_multiple(x, window, channels_last=True)
+        hp, wp = padded.shape[1:3]
+        tokens = window_partition(padded, window)
+        dictionary = build_dictionary(tokens, self.k if k is None else k, window, self.similarity)
+        for layer in self.layers:
+            tokens = layer(tokens, dictionary, backend)
+        out = window_reverse(tokens, window, hp, wp)[:, :h, :w]
+        return x + self.conv(out)
+
+
+# --------------------------------------------------------------------------- the network
+
+_COMMON = {
+    "arch": "semanir",
+    "in_channels": 3,
+    "out_channels": 3,
+    "window_size": 32,
+    "k": 512,  # inference default; any k works at run time (model(x, k=...))
+    "train_k": "random",  # "random": draw from RANDOM_K_CHOICES per training forward; "fixed": use k
+    "mlp_ratio": 2.0,
+    "attn_type": "cosine",
+    "norm": "post",
+    "similarity": "dot",
+    "backend": "auto",
+    "memory_mb": 1024,
+    "cpb_hidden": 512,
+    "stage_conv": "conv1",
+    "drop_path": 0.0,
+}
+COLUMNAR_DEFAULTS = {
+    **_COMMON,
+    "layout": "columnar",
+    "task": "sr",
+    "scale": 2,
+    "dim": 180,
+    "depths": [6] * 6,
+    "num_heads": 6,
+    "body_conv": "conv1",
+    "upsampler_features": 64,
+    "rgb_mean": list(DEFAULT_RGB_MEAN),
+}
+UNET_DEFAULTS = {
+    **_COMMON,
+    "layout": "unet",
+    "task": "denoise",
+    "scale": 1,
+    "dims": [64, 128, 256, 384],
+    "depths": [4, 4, 6, 8],
+    "decoder_depths": [4, 4, 6],
+    "num_heads": [2, 4, 8, 12],
+    "refinement_depth": 4,
+    "global_residual": True,
+    "bayer_input": False,
+}
+
+
+class SemanIR(nn.Module):
+    """A frame (columnar or U-shaped) built from SemanIR stages; `model(x, k=None, backend=None)`.
+
+    k=None uses `config["k"]`, or in training mode with `train_k="random"` a k drawn from
+    `RANDOM_K_CHOICES` (one draw per forward pass, shared by all stages).
+    """
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        defaults = UNET_DEFAULTS if config.get("layout", "columnar") == "unet" else COLUMNAR_DEFAULTS
+        unknown = set(config) - set(defaults) - {"name"}
+        if unknown:
+            raise ValueError(f"semanir config: unknown keys {sorted(unknown)}")
+        cfg = {**defaults, **config}
+        if cfg["train_k"] not in ("random", "fixed"):
+            raise ValueError(f"semanir config: train_k must be 'random' or 'fixed', got {cfg['train_k']!r}")
+        self.config = cfg
+        self.k = int(cfg["k"])
+        self.random_k = cfg["train_k"] == "random"
+
+        # layer counts in stage-index order (U-Net: encoders, bottleneck, decoders 2..0, refinement)
+        depths = list(cfg["depths"])
+        if cfg["layout"] == "unet":
+            depths += [*cfg["decoder_depths"][::-1], cfg["refinement_depth"]]
+        total = sum(depths)
+        rates = [cfg["drop_path"] * i / max(total - 1, 1) for i in range(total)]  # linear, as in Swin
+        starts = [sum(depths[:i]) for i in range(len(depths))]
+
+        def stage_factory(spec: StageSpec) -> nn.Module:
+            return SemanIRStage(
+                spec.dim,
+                spec.depth,
+                spec.num_heads,
+                window_size=cfg["window_size"],
+                k=self.k,
+                similarity=cfg["similarity"],
+                stage_conv=cfg["stage_conv"],
+                drop_path=rates[starts[spec.index] : starts[spec.index] + spec.depth],
+                mlp_ratio=cfg["mlp_ratio"],
+                norm=cfg["norm"],
+                attn_type=cfg["attn_type"],
+                backend=cfg["backend"],
+                cpb_hidden=cfg["cpb_hidden"],
+                memory_mb=cfg["memory_mb"],
+            )
+
+        if cfg["layout"] == "columnar":
+            self.frame: nn.Module = ColumnarFrame(
+                stage_factory,
+                in_channels=cfg["in_channels"],
+                out_channels=cfg["out_channels"],
+                dim=cfg["dim"],
+                depths=cfg["depths"],
+                num_heads=cfg["num_heads"],
+                scale=cfg["scale"],
+                body_conv=cfg["body_conv"],
+                size_multiple=cfg["window_size"],
+                upsampler_features=cfg["upsampler_features"],
+                rgb_mean=cfg["rgb_mean"] if cfg["in_channels"] == 3 else None,
+            )
+            size_multiple = cfg["window_size"]
+        else:
+            size_multiple = math.lcm(8, cfg["window_size"])
+            self.frame = UNetFrame(
+                stage_factory,
+                in_channels=cfg["in_channels"],
+                out_channels=cfg["out_channels"],
+                dims=cfg["dims"],
+                depths=cfg["depths"],
+                decoder_depths=cfg["decoder_depths"],
+                num_heads=cfg["num_heads"],
+                refinement_depth=cfg["refinement_depth"],
+                size_multiple=size_multiple,
+                global_residual=cfg["global_residual"],
+                bayer_input=cfg["bayer_input"],
+            )
+        self.descriptor = ModelDescriptor(
+            arch="semanir",
+            task=cfg["task"],
+            scale=cfg["scale"] if cfg["layout"] == "columnar" else 1,
+            in_channels=cfg["in_channels"],
+            out_channels=cfg["out_channels"],
+            size_multiple=size_multiple,
+            dtypes=("float32", "bfloat16", "float16"),
+            supports_k=True,
+            fp16_safe=False,
+        )
+
+    def forward(self, x: torch.Tensor, k: int | None = None, backend: str | None = None) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.descriptor.in_channels:
+            raise ValueError(
+                f"semanir: expected input (B, {self.descriptor.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        if k is None:
+            if self.training and self.random_k:
+                k = RANDOM_K_CHOICES[int(torch.randint(len(RANDOM_K_CHOICES), ()))]
+            else:
+                k = self.k
+        if k < 1:
+            raise ValueError(f"semanir: k must be >= 1, got {k}")
+        return self.frame(x, k=k, backend=backend)
+
+
+def build(config: dict) -> SemanIR:
+    return SemanIR(config)
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def _sr(name: str, scale: int, depths: list[int], reported: float | None, note: str = "", **extra) -> Preset:
+    config = {
+        "arch": "semanir",
+        "layout": "columnar",
+        "task": "sr",
+        "scale": scale,
+        "depths": depths,
+        **extra,
+    }
+    return Preset(name, "semanir", "sr", scale, 3, config, reported, note)
+
+
+def _unet(name: str, task: str, channels: int, reported: float | None, note: str = "", **extra) -> Preset:
+    out_channels = 3 if task == "demosaic" else channels
+    config = {
+        "arch": "semanir",
+        "layout": "unet",
+        "task": task,
+        "in_channels": channels,
+        "out_channels": out_channels,
+        "bayer_input": task == "demosaic",
+        **extra,
+    }
+    return Preset(name, "semanir", task, 1, channels, config, reported, note)
+
+
+_TINY_SR = {"dim": 48, "num_heads": 3, "window_size": 16, "k": 64}
+_TINY_UNET = {
+    "dims": [16, 32, 64, 64],
+    "depths": [1, 1, 2, 2],
+    "decoder_depths": [1, 1, 2],
+    "num_heads": [1, 2, 2, 2],
+    "refinement_depth": 1,
+    "window_size": 16,
+    "k": 64,
+}
+_PROJECT = "the project's own small preset (not from the paper)"
+
+PRESETS: list[Preset] = [
+    *(_sr(f"semanir-s-sr-x{s}", s, [6] * 6, r) for s, r in ((2, 11.87), (3, 12.05), (4, 12.02))),
+    *(_sr(f"semanir-b-sr-x{s}", s, [8] * 8, r) for s, r in ((2, 19.90), (3, 20.08), (4, 20.04))),
+    *(
+        _unet(f"semanir-unet-{task}-{kind}", task, ch, 25.82, "layout chosen to match the reported size")
+        for task in ("denoise", "jpeg")
+        for kind, ch in (("gray", 1), ("color", 3))
+    ),
+    _unet(
+        "semanir-unet-demosaic", "demosaic", 1, 25.82, "RGGB mosaic in; residual on bilinear interpolation"
+    ),
+    _unet("semanir-unet-deblur", "deblur", 3, 25.82, "layout chosen to match the reported size"),
+    *(_sr(f"semanir-t-sr-x{s}", s, [2, 2, 2], None, _PROJECT, **_TINY_SR) for s in (2, 3, 4)),
+    *(
+        _unet(f"semanir-t-{task}-{kind}", task, ch, None, _PROJECT, **_TINY_UNET)
+        for task in ("denoise", "jpeg")
+        for kind, ch in (("gray", 1), ("color", 3))
+    ),
+]

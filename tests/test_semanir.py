@@ -1,0 +1,326 @@
+"""SemanIR: dictionary, attention backends against each other and against dense attention, presets."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from irformers.models import build_model, count_params, get_preset, list_presets, semanir
+from irformers.models.semanir import KSAttention, build_dictionary, choose_backend
+
+# --------------------------------------------------------------------------- dictionary
+
+
+def test_dictionary_is_topk_of_inner_products():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(3, 16, 5, generator=g, requires_grad=True)
+    d = build_dictionary(tokens, 4, (4, 4))
+    assert d.index.shape == (3, 16, 4) and not d.index.requires_grad
+    for b in range(3):
+        for i in range(16):
+            sims = [float(tokens[b, i].detach() @ tokens[b, j].detach()) for j in range(16)]
+            best = sorted(range(16), key=lambda j: -sims[j])[:4]
+            assert set(d.index[b, i].tolist()) == set(best)
+
+
+def test_dictionary_cosine_option_and_k_clamp():
+    tokens = torch.tensor([[[1.0, 0.0], [10.0, 1.0], [0.0, 1.0]]])
+    # dot product: the long token 1 is everyone's best match; cosine: token 0 prefers itself
+    assert build_dictionary(tokens, 1, (1, 3)).index[0, :, 0].tolist() == [1, 1, 1]
+    assert build_dictionary(tokens, 1, (1, 3), "cosine").index[0, :, 0].tolist() == [0, 1, 2]
+    assert build_dictionary(tokens, 99, (1, 3)).k == 3
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def dense_window_attention(attn: KSAttention, x: torch.Tensor, window) -> torch.Tensor:
+    """Ordinary window attention (every key), written independently of semanir.py's backends."""
+    b, n, c = x.shape
+    h = attn.num_heads
+    q, k, v = attn.qkv(x).view(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
+    scale = torch.exp(torch.clamp(attn.logit_scale, max=math.log(100.0)))
+    scores = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)) * scale
+    wh, ww = window
+    ys, xs = torch.div(torch.arange(n), ww, rounding_mode="floor"), torch.arange(n) % ww
+    dy, dx = ys[:, None] - ys[None, :], xs[:, None] - xs[None, :]
+    # the MLP sees each distinct offset once; then every (query, key) pair looks its offset up
+    oy, ox = torch.meshgrid(torch.arange(-wh + 1, wh), torch.arange(-ww + 1, ww), indexing="ij")
+    coords = torch.stack([oy / max(wh - 1, 1), ox / max(ww - 1, 1)], dim=-1).float() * 8
+    coords = torch.sign(coords) * torch.log2(coords.abs() + 1) / 3
+    per_offset = 16 * torch.sigmoid(attn.cpb.mlp(coords))  # (2wh-1, 2ww-1, h)
+    bias = per_offset[dy + wh - 1, dx + ww - 1].permute(2, 0, 1)  # (h, N, N)
+    out = (scores + bias).softmax(-1) @ v
+    return attn.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+def _attention_case(window, k, seed=0, dim=12, heads=3, batch=2):
+    torch.manual_seed(seed)
+    attn = KSAttention(dim, heads)
+    with torch.no_grad():  # a spread of logit scales, so heads differ
+        attn.logit_scale.copy_(torch.linspace(1.0, 4.0, heads).view(-1, 1, 1))
+    x = torch.randn(batch, window[0] * window[1], dim)
+    return attn, x, build_dictionary(x, k, window)
+
+
+def _run(attn, x, dictionary, backend):
+    x = x.clone().requires_grad_()
+    out = attn(x, dictionary, backend)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out) / out.shape[1]  # a per-window mean
+    (out * weights).sum().backward()
+    grads = [x.grad] + [p.grad.clone() for p in attn.parameters()]
+    attn.zero_grad()
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize(
+    ("window", "ks"),
+    [
+        ((8, 8), (1, 7, 64)),
+        ((12, 12), (1, 37, 143, 144)),
+        ((16, 16), (5, 256)),
+        ((32, 32), (1, 64, 1023, 1024)),
+    ],
+)
+def test_mask_and_gather_agree_outputs_and_gradients(window, ks):
+    for k in ks:
+        attn, x, dictionary = _attention_case(window, k, seed=k)
+        out_m, grads_m = _run(attn, x, dictionary, "mask")
+        out_g, grads_g = _run(attn, x, dictionary, "gather")
+        torch.testing.assert_close(out_g, out_m, rtol=0, atol=1e-5)
+        torch.testing.assert_close(grads_g[0], grads_m[0], rtol=0, atol=1e-5)  # the input gradient
+        # parameter gradients sum over every token: compare relative to their size
+        for gm, gg in zip(grads_m[1:], grads_g[1:], strict=True):
+            torch.testing.assert_close(gg, gm, rtol=0, atol=1e-5 * max(1.0, gm.abs().max().item()) * 10)
+
+
+def test_gather_chunks_do_not_change_the_result():
+    attn, _, dictionary = _attention_case((8, 8), 9)
+    q, k, v = (torch.randn(2, 64, 3, 4) for _ in range(3))
+    table = attn.cpb((8, 8)).detach()
+    whole = semanir.gather_attention(q, k, v, table, dictionary)
+    chunked = semanir.gather_attention(q, k, v, table, dictionary, chunk_bytes=2 * 2 * 9 * 12 * 4 * 5)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [(8, 8), (16, 16), (32, 32), (6, 10)])
+def test_k_equal_n_is_dense_window_attention(window):
+    n = window[0] * window[1]
+    attn, x, dictionary = _attention_case(window, n)
+    ref = dense_window_attention(attn, x, window)
+    for backend in ("mask", "gather"):
+        torch.testing.assert_close(attn(x, dictionary, backend), ref, rtol=0, atol=1e-5)
+
+
+def test_sparse_attention_ignores_keys_outside_the_dictionary():
+    attn, x, dictionary = _attention_case((4, 4), 3)
+    # change every token's value projection input except those in query 0's dictionary: query 0's
+    # output must not move; with dense attention it would
+    keep = set(dictionary.index[:, 0].flatten().tolist())
+    out = attn(x, dictionary, "gather")[0, 0]
+    x2 = x.clone()
+    x2[0, [j for j in range(16) if j not in set(dictionary.index[0, 0].tolist())]] += 1.0
+    out2 = attn(x2, dictionary, "gather")[0, 0]
+    torch.testing.assert_close(out2, out, rtol=0, atol=1e-6)
+    assert keep  # the dictionary is non-empty
+
+
+def test_dot_attention_backends_agree():
+    torch.manual_seed(1)
+    attn = KSAttention(8, 2, attn_type="dot")
+    x = torch.randn(2, 64, 8)
+    d = build_dictionary(x, 10, (8, 8))
+    torch.testing.assert_close(attn(x, d, "gather"), attn(x, d, "mask"), rtol=0, atol=1e-5)
+
+
+def test_choose_backend():
+    cpu = torch.device("cpu")
+    common = {"batch": 4, "heads": 6, "memory_bytes": 2**30, "device": cpu}
+    fused = "fused" if semanir.fused_available() else "mask"
+    # inference at N = 1024 with k <= 64: the sparse path (benchmarks/attention.py)
+    for k in (32, 64, 256):
+        assert choose_backend(1024, k, backward=False, **common) == fused
+    assert choose_backend(1024, 64, backward=True, **common) == fused
+    assert choose_backend(1024, 256, backward=True, **common) == "mask"
+    assert choose_backend(1024, 512, backward=False, **common) == "mask"
+    assert choose_backend(256, 32, backward=False, **common) == "mask"  # small windows: dense wins
+    assert choose_backend(64, 64, backward=False, **common) == "mask"
+    assert (
+        choose_backend(4096, 2048, backward=False, batch=64, heads=6, device=cpu, memory_bytes=2**30)
+        == "gather"
+    )
+
+
+def test_bad_backend_and_options_are_reported():
+    with pytest.raises(ValueError, match="backend"):
+        KSAttention(8, 2, backend="triton")
+    with pytest.raises(ValueError, match="unknown keys"):
+        build_model("semanir-t-sr-x2", windowsize=8)
+    with pytest.raises(KeyError, match="unknown model preset"):
+        build_model("semanir-xl-sr-x2")
+
+
+# --------------------------------------------------------------------------- the network
+
+
+@pytest.fixture(scope="module")
+def tiny_sr():
+    torch.manual_seed(0)
+    return build_model("semanir-t-sr-x2").eval()
+
+
+def test_dictionary_built_once_per_stage(tiny_sr, monkeypatch):
+    calls = []
+    real_topk = torch.topk
+
+    def counting_topk(*args, **kwargs):
+        calls.append(args[1] if len(args) > 1 else kwargs["k"])
+        return real_topk(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "topk", counting_topk)
+    with torch.no_grad():
+        tiny_sr(torch.rand(1, 3, 20, 20), k=7, backend="gather")
+    assert len(calls) == len(tiny_sr.frame.stages) == 3
+    assert set(calls) == {7}
+    calls.clear()
+    unet = build_model("semanir-t-denoise-gray", backend="mask").eval()
+    with torch.no_grad():
+        unet(torch.rand(1, 1, 20, 20), k=1000)
+    assert len(calls) == 8  # 3 encoder + bottleneck + 3 decoder + refinement stages
+    assert calls[:4] == [256, 256, 64, 16]  # 20 -> 32 pixels; k clamped to each level's (shrunk) window
+
+
+def test_random_k_in_training_one_draw_per_forward(monkeypatch):
+    calls = []
+    real_topk = torch.topk
+    monkeypatch.setattr(torch, "topk", lambda t, k, **kw: calls.append(k) or real_topk(t, k, **kw))
+    model = build_model("semanir-t-sr-x2", backend="mask", window_size=8).train()
+    seen = set()
+    for _ in range(6):
+        calls.clear()
+        model(torch.rand(1, 3, 8, 8))
+        assert len(set(calls)) == 1  # one k for all stages of a forward pass
+        seen.add(calls[0])
+    assert seen <= {min(k, 64) for k in semanir.RANDOM_K_CHOICES}
+    calls.clear()
+    build_model("semanir-t-sr-x2", train_k="fixed", k=5, window_size=8).train()(torch.rand(1, 3, 8, 8))
+    assert set(calls) == {5}
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("semanir-t-sr-x3", (2, 3, 17, 23)), ("semanir-t-jpeg-gray", (2, 1, 19, 9))]
+)
+def test_backends_agree_on_whole_models(name, shape):
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    x = torch.rand(*shape)
+    outs = {}
+    for backend in ("mask", "gather"):
+        xi = x.clone().requires_grad_()
+        out = model(xi, k=11, backend=backend)
+        out.square().mean().backward()
+        outs[backend] = (out.detach(), xi.grad)
+    torch.testing.assert_close(outs["gather"][0], outs["mask"][0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(outs["gather"][1], outs["mask"][1], rtol=0, atol=1e-5)
+    scale = model.descriptor.scale
+    assert outs["mask"][0].shape == (shape[0], shape[1], shape[2] * scale, shape[3] * scale)
+
+
+def test_fused_backend_matches_mask(tiny_sr):
+    """The compiled path in inference (about 20 s on 2 cores when the compiler cache is cold).
+
+    Its backward is compiled separately (another ~15 s); benchmarks/attention.py checks its gradients.
+    """
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = tiny_sr(x, k=9, backend="mask")
+        out = tiny_sr(x, k=9, backend="fused")
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    assert semanir.fused_available()
+
+
+REPORTED = {
+    "semanir-s-sr-x2": 11.87,
+    "semanir-s-sr-x3": 12.05,
+    "semanir-s-sr-x4": 12.02,
+    "semanir-b-sr-x2": 19.90,
+    "semanir-b-sr-x3": 20.08,
+    "semanir-b-sr-x4": 20.04,
+}
+
+
+@pytest.mark.parametrize(("name", "millions"), REPORTED.items())
+def test_columnar_parameter_counts(name, millions):
+    assert get_preset(name).reported_params_m == millions
+    assert abs(count_params(get_preset(name).config) / 1e6 - millions) <= 0.01
+
+
+def test_unet_parameter_count_and_listing():
+    rows = {r["name"]: r for r in list_presets()}
+    unets = [n for n in rows if n.startswith("semanir-unet-")]
+    assert {"semanir-unet-denoise-gray", "semanir-unet-denoise-color", "semanir-unet-jpeg-gray"} <= set(unets)
+    assert {"semanir-unet-demosaic", "semanir-unet-deblur"} <= set(unets)
+    for n in unets:
+        assert abs(rows[n]["params"] / 1e6 - 25.82) / 25.82 < 0.02
+        assert rows[n]["reported_params"] == 25.82
+    for n, r in rows.items():
+        assert set(r) == {
+            "name",
+            "arch",
+            "task",
+            "scale",
+            "in_channels",
+            "params",
+            "reported_params",
+            "weights",
+        }
+        if "-t-" in n:
+            assert r["params"] < 2_000_000 and r["reported_params"] is None
+
+
+def test_descriptor_and_config():
+    model = build_model("semanir-t-sr-x4")
+    d = model.descriptor
+    assert (d.arch, d.task, d.scale, d.in_channels, d.out_channels) == ("semanir", "sr", 4, 3, 3)
+    assert d.size_multiple == model.config["window_size"] and d.supports_k
+    assert model.config["arch"] == "semanir" and model.config["k"] == 64
+    rebuilt = build_model(model.config)
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters())
+    demosaic = build_model("semanir-unet-demosaic").descriptor
+    assert (demosaic.in_channels, demosaic.out_channels, demosaic.scale) == (1, 3, 1)
+    assert demosaic.size_multiple % 32 == 0 and demosaic.size_multiple % 8 == 0
+
+
+def _preset_names(small: bool) -> list[str]:
+    return [r.name for r in semanir.PRESETS if ("-t-" in r.name) == small]
+
+
+@pytest.mark.parametrize("name", _preset_names(small=True))
+def test_small_presets_forward_backward(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    d = model.descriptor
+    x = torch.rand(2, d.in_channels, 13, 18)
+    out = model(x, k=16, backend="mask")
+    assert out.shape == (2, d.out_channels, 13 * d.scale, 18 * d.scale)
+    out.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _preset_names(small=False))
+def test_large_presets_run(name):
+    """Forward on one window; backward too for the U-shaped presets (the columnar ones take ~10 s more)."""
+    torch.manual_seed(0)
+    model = build_model(name)
+    d = model.descriptor
+    x = torch.rand(1, d.in_channels, 16, 16)  # the frame pads to its size multiple
+    backward = d.task != "sr"
+    with torch.set_grad_enabled(backward):
+        out = model(x, k=32, backend="mask")
+    assert out.shape == (1, d.out_channels, 16 * d.scale, 16 * d.scale)
+    assert torch.isfinite(out).all()
+    if backward:
+        out.mean().backward()
+        assert all(p.grad is not None for p in model.parameters())
