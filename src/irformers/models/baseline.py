@@ -1,0 +1,237 @@
+"""Plain window attention (SwinIR-like): the reference the efficiency comparisons measure against.
+
+Each layer attends inside non-overlapping windows, the windows shifted by half a window on odd
+layers (with the mask that keeps wrapped-around pixels apart), with dot-product attention, the shared
+continuous position bias and post-norm, exactly like the Hi-IR and SemanIR layers apart from where
+the keys come from. Stages plug into the shared `ColumnarFrame`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .descriptor import ModelDescriptor, Preset
+from .frames import DEFAULT_RGB_MEAN, ColumnarFrame, StageSpec
+from .layers import (
+    ContinuousPositionBias,
+    DropPath,
+    Mlp,
+    make_stage_conv,
+    pad_to_multiple,
+    window_partition,
+    window_reverse,
+)
+
+
+@lru_cache(maxsize=64)
+def shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """`(nW, 1, N, N)` additive mask for shifted windows: -inf between pixels that the cyclic shift
+    brought together from opposite borders, 0 elsewhere."""
+    with torch.inference_mode(False):  # cached: must not be an inference tensor
+        return _shift_mask(height, width, window, shift, device)
+
+
+def _shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
+    label = torch.zeros(1, height, width, 1, device=device)
+    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for n, (rows, cols) in enumerate((r, c) for r in bands for c in bands):
+        label[:, rows, cols] = n
+    ids = window_partition(label, (window, window)).squeeze(-1)  # (nW, N)
+    mask = torch.zeros(ids.shape[0], ids.shape[1], ids.shape[1], device=device)
+    return mask.masked_fill(ids[:, :, None] != ids[:, None, :], float("-inf")).unsqueeze(1)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head dot-product attention inside (optionally shifted) windows, channels-last in and out."""
+
+    def __init__(self, dim: int, num_heads: int, window: int, shift: int = 0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"baseline.py: dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.window, self.shift = num_heads, window, shift
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.position_bias = ContinuousPositionBias(num_heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        win = self.window
+        shift = self.shift if min(h, w) > win else 0  # one window covers the image: nothing to shift
+        if shift:
+            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+        t = window_partition(self.qkv(x), (win, win))  # (B * nW, N, 3C)
+        n, heads = t.shape[1], self.num_heads
+        q, k, v = t.view(-1, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # (B * nW, h, N, d)
+        mask = self.position_bias.dense((win, win)).unsqueeze(0)  # (1, h, N, N)
+        if shift:
+            mask = (mask + shift_mask(h, w, win, shift, t.device)).repeat(b, 1, 1, 1)  # (B * nW, h, N, N)
+        # 4-D masks and equal head widths let CPU and CUDA use their fused kernels
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+        out = window_reverse(out.transpose(1, 2).reshape(-1, n, c), (win, win), h, w)
+        if shift:
+            out = torch.roll(out, (shift, shift), dims=(1, 2))
+        return self.proj(out)
+
+
+class WindowLayer(nn.Module):
+    """Post-norm residual layer: `x + LN(attn(x))`, then `x + LN(mlp(x))`."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        shift: int = 0,
+        mlp_ratio: float = 2.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.attn = WindowAttention(dim, num_heads, window, shift)
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.norm1(self.attn(x)))
+        return x + self.drop_path(self.norm2(self.mlp(x)))
+
+
+class WindowStage(nn.Module):
+    """Layers with shifted windows on odd layers -> stage conv -> + stage input; pads to the window."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        *,
+        window: int,
+        stage_conv: str = "conv1",
+        mlp_ratio: float = 2.0,
+        drop_path: Sequence[float] = (),
+    ) -> None:
+        super().__init__()
+        rates = list(drop_path) or [0.0] * depth
+        self.window = window
+        self.layers = nn.ModuleList(
+            WindowLayer(dim, num_heads, window, (i % 2) * (window // 2), mlp_ratio, rates[i])
+            for i in range(depth)
+        )
+        self.conv = make_stage_conv(stage_conv, dim)
+
+    def forward(self, x: Tensor, **_) -> Tensor:
+        h, w = x.shape[1:3]
+        res = pad_to_multiple(x, self.window, channels_last=True)
+        for layer in self.layers:
+            res = layer(res)
+        return x + self.conv(res[:, :h, :w])
+
+
+DEFAULTS = {
+    "arch": "baseline",
+    "layout": "columnar",
+    "task": "sr",
+    "scale": 2,
+    "in_channels": 3,
+    "out_channels": 3,
+    "dim": 180,
+    "depths": [6] * 6,
+    "num_heads": 6,
+    "window_size": 32,
+    "mlp_ratio": 2.0,
+    "stage_conv": "conv1",  # also the conv after the body
+    "drop_path": 0.0,
+    "upsampler_features": 64,
+    "rgb_mean": list(DEFAULT_RGB_MEAN),
+}
+
+
+class WindowBaseline(nn.Module):
+    """The columnar frame built from window-attention stages; `model(x)` (other run-time options ignored)."""
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        unknown = set(config) - set(DEFAULTS) - {"name"}
+        if unknown:
+            raise ValueError(f"baseline config: unknown keys {sorted(unknown)}")
+        cfg = {**DEFAULTS, **config}
+        if cfg["layout"] != "columnar":
+            raise ValueError(f"baseline config: only the columnar layout exists, got {cfg['layout']!r}")
+        self.config = cfg
+        total = sum(cfg["depths"])
+        rates = [cfg["drop_path"] * i / max(total - 1, 1) for i in range(total)]
+        starts = [sum(cfg["depths"][:i]) for i in range(len(cfg["depths"]))]
+
+        def stage_factory(spec: StageSpec) -> nn.Module:
+            return WindowStage(
+                spec.dim,
+                spec.depth,
+                spec.num_heads,
+                window=cfg["window_size"],
+                stage_conv=cfg["stage_conv"],
+                mlp_ratio=cfg["mlp_ratio"],
+                drop_path=rates[starts[spec.index] : starts[spec.index] + spec.depth],
+            )
+
+        self.frame = ColumnarFrame(
+            stage_factory,
+            in_channels=cfg["in_channels"],
+            out_channels=cfg["out_channels"],
+            dim=cfg["dim"],
+            depths=cfg["depths"],
+            num_heads=cfg["num_heads"],
+            scale=cfg["scale"],
+            body_conv=cfg["stage_conv"],
+            size_multiple=cfg["window_size"],
+            upsampler_features=cfg["upsampler_features"],
+            rgb_mean=cfg["rgb_mean"] if cfg["in_channels"] == 3 else None,
+        )
+        self.descriptor = ModelDescriptor(
+            arch="baseline",
+            task=cfg["task"],
+            scale=cfg["scale"],
+            in_channels=cfg["in_channels"],
+            out_channels=cfg["out_channels"],
+            size_multiple=cfg["window_size"],
+        )
+
+    def forward(self, x: Tensor, **_) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.descriptor.in_channels:
+            raise ValueError(
+                f"baseline: expected input (B, {self.descriptor.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        return self.frame(x)
+
+
+def build(config: dict) -> WindowBaseline:
+    return WindowBaseline(config)
+
+
+PRESETS: list[Preset] = [
+    Preset(
+        "baseline-swin-sr-x2",
+        "baseline",
+        "sr",
+        2,
+        3,
+        {"arch": "baseline", "scale": 2},
+        None,
+        "the project's reference: SwinIR-like window attention, C 180, 6 x 6 layers, window 32",
+    ),
+    Preset(
+        "baseline-t-sr-x2",
+        "baseline",
+        "sr",
+        2,
+        3,
+        {"arch": "baseline", "scale": 2, "dim": 48, "num_heads": 3, "depths": [2, 2, 2], "window_size": 8},
+        None,
+        "the project's own small preset (not from a paper)",
+    ),
+]
