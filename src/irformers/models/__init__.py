@@ -1,0 +1,55 @@
+"""Model registry: build a network from a preset name or a config dict, and list the presets."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .descriptor import ModelDescriptor, Preset
+from .presets import ARCHITECTURES, PRESETS, get_preset
+from .semanir import SemanIR
+
+__all__ = ["PRESETS", "ModelDescriptor", "Preset", "SemanIR", "build_model", "get_preset", "list_presets"]
+
+
+def build_model(name_or_config: str | dict, **overrides) -> nn.Module:
+    """Build a preset by name, or a config dict (`config["arch"]` selects the architecture).
+
+    `overrides` replace config entries (e.g. `backend="mask"`); the built model carries the full
+    config as `model.config` and what callers need to know as `model.descriptor`.
+    """
+    if isinstance(name_or_config, str):
+        config = copy.deepcopy(get_preset(name_or_config).config)
+    else:
+        config = copy.deepcopy(dict(name_or_config))
+    config.update(overrides)
+    arch = config.get("arch")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"model config: unknown arch {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch].build(config)
+
+
+def count_params(config: dict) -> int:
+    """Parameter count of a config, built on the meta device (no memory, no initialisation cost)."""
+    with torch.device("meta"):
+        model = build_model(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def list_presets() -> list[dict]:
+    """One plain dict per preset, as `irformers models --json` prints them."""
+    return [
+        {
+            "name": p.name,
+            "arch": p.arch,
+            "task": p.task,
+            "scale": p.scale,
+            "in_channels": p.in_channels,
+            "params": count_params(p.config),
+            "reported_params": p.reported_params_m,
+            "weights": False,
+        }
+        for p in PRESETS.values()
+    ]
