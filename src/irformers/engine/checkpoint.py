@@ -1,0 +1,194 @@
+"""Weights files: self-describing `.safetensors`, safe loading, and one converter for foreign files.
+
+A weights file holds the model's state dict and, in its metadata, the config that rebuilds the model
+(plus task, scale and whatever summary the writer adds), so `load_model(path)` needs nothing else.
+Nothing here unpickles arbitrary objects: `.safetensors` holds tensors only, and `.pth`/`.pt` files are
+read with `torch.load(weights_only=True)`, which refuses pickles that would run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+METADATA_KEY = "irformers"
+# Where other toolkits keep the weights inside a checkpoint dict, in order of preference
+# (BasicSR/KAIR: params_ema before params; plain training scripts: state_dict / model).
+NESTED_KEYS = ("params_ema", "params", "state_dict", "model", "net")
+PREFIXES = ("module.", "model.", "net.")
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used; the message is one line naming the file."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Run `write(tmp_path)` and move the result into place, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(
+    path: str | Path,
+    model: nn.Module,
+    metadata: Mapping | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """Write `state_dict` (default: the model's) with the model's config and `metadata` (JSON-able)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise CheckpointError(f"{path}: the model has no .config; build it with irformers.build_model")
+    state = state_dict if state_dict is not None else model.state_dict()
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    info = {"config": config, **(metadata or {})}
+    atomic_write(
+        Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
+    )
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The JSON metadata of an irformers `.safetensors` file ({} for foreign files)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({_first_line(err)})") from None
+    return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file, `.safetensors` or a (weights-only) PyTorch pickle, unconverted."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path}: not a readable .safetensors file ({_first_line(err)})") from None
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # an UnpicklingError for code-carrying pickles, others for damaged files
+        raise CheckpointError(
+            f"{path}: refused: not a plain weights file, loading it would need to run code or it is "
+            f"damaged ({_first_line(err)})"
+        ) from None
+    return _unnest(raw, path)
+
+
+def _unnest(raw: object, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
+    for key in NESTED_KEYS:
+        if isinstance(raw.get(key), Mapping):
+            return _unnest(raw[key], path)
+    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: no tensors found (keys: {', '.join(list(raw)[:6])})")
+    return tensors
+
+
+def convert_state_dict(
+    state: Mapping[str, torch.Tensor], model: nn.Module, source: str | Path = "weights", strict: bool = True
+) -> dict[str, torch.Tensor]:
+    """Map foreign key names onto `model` and refuse loads that would be silently wrong.
+
+    Strips `module.`/`model.`/`net.` prefixes (DataParallel, wrappers) when that makes keys match;
+    any shape mismatch is an error; missing or unexpected keys are an error when `strict`.
+    """
+    expected = model.state_dict()
+    state = dict(state)
+    for prefix in PREFIXES:
+        if (
+            state
+            and all(k.startswith(prefix) for k in state)
+            and not any(k.startswith(prefix) for k in expected)
+        ):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches (e.g. {wrong[0]})")
+    if strict and missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if problems:
+        arch = getattr(getattr(model, "descriptor", None), "arch", type(model).__name__)
+        raise CheckpointError(
+            f"{source}: does not fit this {arch} model: {'; '.join(problems)} "
+            f"(wrong architecture, size or scale?)"
+        )
+    return {k: v for k, v in state.items() if k in expected}
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
+    """Load any supported weights file into an already built model (foreign files included)."""
+    state = convert_state_dict(read_state_dict(path), model, source=path, strict=strict)
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild and load a model from a self-describing irformers `.safetensors` file, in eval mode."""
+    from irformers.models import build_model
+
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise CheckpointError(f"{path}: expected an existing irformers .safetensors weights file")
+    info = read_metadata(path)
+    if "config" not in info:
+        raise CheckpointError(
+            f"{path}: no irformers config in its metadata; build the model by preset name "
+            f"and load the file into it (foreign weights)"
+        )
+    model = build_model(info["config"])
+    load_weights(model, path)
+    model.metadata = info
+    return model.to(device).eval()
+
+
+def save_training_state(path: str | Path, state: Mapping) -> None:
+    """Write a training state (tensors and plain containers only) atomically with `torch.save`."""
+    atomic_write(Path(path), lambda tmp: torch.save(dict(state), tmp))
+
+
+def load_training_state(path: str | Path) -> dict:
+    """Read a state written by `save_training_state`; weights-only unpickling, so no code runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such training state file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # damaged, truncated, or a pickle that would need to run code
+        raise CheckpointError(f"{path}: not a readable training state ({_first_line(err)})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path}: not an irformers training state (no 'step')")
+    return state

@@ -1,0 +1,94 @@
+"""Weights files: self-describing round trip, foreign layouts, refusals."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from irformers.engine.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_weights,
+    read_metadata,
+    save_weights,
+)
+from irformers.models import build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("semanir-t-sr-x2").eval()
+
+
+def test_weights_file_rebuilds_its_model(model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_weights(path, model, metadata={"training": {"steps": 3}})
+    assert read_metadata(path)["training"] == {"steps": 3}
+    loaded = load_model(path)
+    assert loaded.descriptor == model.descriptor and not loaded.training
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("layout", ["params_ema", "params", "state_dict", "module_prefix", "plain"])
+def test_foreign_state_dicts_load_through_the_converter(model, tmp_path, layout):
+    state = model.state_dict()
+    raw = {
+        "params_ema": {"params_ema": state, "params": {k: torch.zeros_like(v) for k, v in state.items()}},
+        "params": {"params": state},
+        "state_dict": {"state_dict": state, "epoch": 3},
+        "module_prefix": {f"module.{k}": v for k, v in state.items()},
+        "plain": state,
+    }[layout]
+    path = tmp_path / "foreign.pth"
+    torch.save(raw, path)
+    fresh = build_model("semanir-t-sr-x2")
+    load_weights(fresh, path)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, state[key]), key  # params_ema preferred over params
+
+
+def test_wrong_scale_or_architecture_is_one_clear_error(model, tmp_path):
+    path = tmp_path / "x2.safetensors"
+    save_weights(path, model)
+    for other in ("semanir-t-sr-x4", "hiir-t-sr-x2"):
+        with pytest.raises(CheckpointError) as info:
+            load_weights(build_model(other), path)
+        message = str(info.value)
+        assert "x2.safetensors" in message and "does not fit" in message and "\n" not in message
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"params": _RunsCode()}, f)
+    calls = []
+    monkeypatch.setattr(os, "system", lambda cmd: calls.append(cmd))
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refused"):
+        load_weights(build_model("semanir-t-sr-x2"), path)
+    assert calls == []
+
+
+def test_damaged_and_foreign_files_are_refused(model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_weights(path, model)
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors: not a readable"):
+        load_model(truncated)
+    bare = tmp_path / "bare.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bare))
+    with pytest.raises(CheckpointError, match="no irformers config"):
+        load_model(bare)
+    load_weights(build_model("semanir-t-sr-x2"), bare)  # still loadable into a model built by name
