@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irformers.data.datasets import DatasetError, find_dataset, list_images
+from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, list_images
 
 BAD_USAGE, INPUT_FAILED = 2, 1
 
@@ -47,30 +47,102 @@ def _infer_gray(dataset_name: str, data_root: str | None, task: str) -> bool:
     return read_array(first, "unchanged").ndim == 2
 
 
-def cmd_test(args: argparse.Namespace) -> int:
-    from irformers.evaluate import Degradation, evaluate, format_table, pseudo_model
+def _tile(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return int(text)
+    except ValueError as err:
+        raise UsageError(f"--tile {text}: expected a number of pixels, 'auto' or 'none'") from err
 
+
+def _load_model(args: argparse.Namespace):
+    """The model of ``--model`` (preset, weights file, or foreign file with ``--arch``) and its restorer."""
+    from irformers.engine.checkpoint import CheckpointError
+    from irformers.inference import Restorer, load_model
+
+    try:
+        model = load_model(args.model, arch=args.arch, allow_random_init=args.allow_random_init)
+        restorer = Restorer(
+            model,
+            tile=_tile(args.tile),
+            overlap=args.tile_overlap,
+            ensemble=args.ensemble,
+            precision=args.precision,
+            device=args.device,
+            k=args.k,
+            progress=sys.stderr.isatty(),
+        )
+    except (CheckpointError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    if model.random_init:
+        print(
+            f"WARNING: {args.model} has random weights (--allow-random-init): smoke tests only, "
+            f"its outputs are not restorations",
+            file=sys.stderr,
+        )
+    return model, restorer
+
+
+def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:
+    """Refuse settings the model was not built for; an SR model's scale is the default ``--scale``."""
+    desc = model.descriptor
+    if (desc.task == "sr") != (args.task == "sr"):
+        raise UsageError(f"{args.model} is a {desc.task} model; it cannot be evaluated on --task {args.task}")
+    if args.task != "sr":
+        return scales
+    if scales == [None]:
+        return [desc.scale]
+    wrong = [s for s in scales if s != desc.scale]
+    if wrong:
+        raise UsageError(f"{args.model} is a x{desc.scale} model; it cannot be evaluated at x{wrong[0]}")
+    return scales
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from irformers.evaluate import (
+        PSEUDO_MODELS,
+        Degradation,
+        benchmark_sets,
+        evaluate,
+        format_table,
+        pseudo_model,
+    )
+    from irformers.inference import model_label
+
+    model = restorer = model_gray = None
+    scales = _numbers(args.scale, int)
+    label, params_m = args.model, None
+    if args.model not in PSEUDO_MODELS:
+        model, restorer = _load_model(args)
+        scales = _check_model_task(model, args, scales)
+        label, params_m = model_label(model, args.model), sum(p.numel() for p in model.parameters()) / 1e6
+        model_gray = args.task in ("denoise", "jpeg") and model.descriptor.in_channels == 1
+        if args.gray and not model_gray:
+            raise UsageError(f"--gray: {args.model} is not a gray {args.task} model")
+    names = args.dataset.split(",") if args.dataset else benchmark_sets(args.task, model_gray, args.data_root)
     results, failed = [], 0
-    for name in [d for d in args.dataset.split(",") if d]:
-        gray = args.gray or _infer_gray(name, args.data_root, args.task)
-        for scale in _numbers(args.scale, int):
+    for name in [d for d in names if d]:
+        gray = model_gray if model is not None else args.gray or _infer_gray(name, args.data_root, args.task)
+        for scale in scales:
             for sigma in _numbers(args.sigma, float):
                 for quality in _numbers(args.quality, int):
                     try:
                         deg = Degradation(
                             args.task, scale=scale or 1, sigma=sigma, quality=quality, gray=gray, y=args.y
                         )
-                        restorer = pseudo_model(args.model, deg)
+                        run = restorer or pseudo_model(args.model, deg)
                     except ValueError as err:
                         raise UsageError(str(err)) from err
                     dataset = find_dataset(
                         name, args.data_root, scale=deg.scale if deg.task == "sr" else None
                     )
                     result = evaluate(
-                        restorer,
+                        run,
                         dataset,
                         deg,
-                        model_name=args.model,
+                        model_name=label,
+                        params_m=params_m,
                         save_dir=Path(args.save_dir) if args.save_dir else None,
                         progress=_progress(not args.json and sys.stderr.isatty(), f"{name} {deg.label}"),
                     )
@@ -84,6 +156,119 @@ def cmd_test(args: argparse.Namespace) -> int:
         for message in result["failed"]:
             print(f"failed: {message}", file=sys.stderr)
     return INPUT_FAILED if failed else 0
+
+
+def _expand_inputs(specs: Sequence[str]) -> list[Path]:
+    """Files, folders and glob patterns (their image files), in order, each file once."""
+    import glob
+
+    paths: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise UsageError(f"{path}: no images in the folder")
+        elif path.is_file():
+            found = [path]
+        elif any(c in spec for c in "*?["):
+            found = sorted(p for p in map(Path, glob.glob(spec)) if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise UsageError(f"{spec}: no file matches the pattern")
+        else:
+            raise UsageError(f"{spec}: no such file or folder")
+        paths += found
+    return list(dict.fromkeys(paths))
+
+
+def _output_path(path: Path, args: argparse.Namespace, suffix: str) -> Path:
+    ext = path.suffix.lower() if args.ext is None else "." + args.ext.lower().lstrip(".")
+    return Path(args.output) / f"{path.stem}{suffix}{ext}"
+
+
+def _quantised(pixels: np.ndarray | None, bit_depth: int) -> np.ndarray | None:
+    """``to_uint`` in row blocks: writing a large image then needs no full-size float temporaries."""
+    from irformers.data.io import to_uint
+
+    if pixels is None:
+        return None
+    out = np.empty(pixels.shape, np.uint8 if bit_depth == 8 else np.uint16)
+    for row in range(0, len(pixels), 256):
+        out[row : row + 256] = to_uint(pixels[row : row + 256], bit_depth)
+    return out
+
+
+def _restore_one(path: Path, out: Path, restorer, scale: int) -> None:
+    """Restore one file: pixels through the model, alpha aside (bicubic for SR), bit depth kept."""
+    from irformers.data.io import read_image, write_image
+    from irformers.data.resize import imresize
+
+    img = read_image(path)
+    depth = img.bit_depth if out.suffix in (".png", ".tif", ".tiff") else 8
+    alpha = img.alpha if img.alpha is None or scale == 1 else imresize(img.alpha, scale)
+    try:
+        pixels = restorer(img.pixels)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    del img  # the float input is no longer needed while the output is written
+    write_image(out, _quantised(pixels, depth), bit_depth=depth, alpha=_quantised(alpha, depth))
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    import torch
+
+    from irformers.data.io import ImageError
+    from irformers.inference import model_label
+
+    paths = _expand_inputs(args.inputs)
+    model, restorer = _load_model(args)
+    desc = model.descriptor
+    if args.scale is not None and args.scale != desc.scale:
+        raise UsageError(f"--scale {args.scale}: {args.model} is a x{desc.scale} model")
+    if args.task is not None and args.task != desc.task:
+        raise UsageError(f"--task {args.task}: {args.model} is a {desc.task} model")
+    suffix = f"_x{desc.scale}" if desc.scale > 1 else f"_{desc.task}"
+    suffix = suffix if args.suffix is None else args.suffix
+    failures, written, claimed = [], 0, {}
+    for path in _progress(len(paths) > 1 and sys.stderr.isatty(), "images")(paths):
+        out = _output_path(path, args, suffix)
+        try:
+            if out.resolve() == path.resolve():
+                raise ImageError(
+                    f"{path}: the output would overwrite the input (use -o elsewhere or --suffix)"
+                )
+            if out in claimed:
+                raise ImageError(f"{path}: output {out.name} is already written for {claimed[out]}")
+            claimed[out] = path
+            _restore_one(path, out, restorer, desc.scale)
+            written += 1
+        except (ImageError, ValueError) as err:
+            failures.append(str(err))
+        except torch.OutOfMemoryError:
+            failures.append(f"{path}: out of memory; try a smaller --tile")
+    print(
+        f"restored {written} of {len(paths)} images into {args.output} with {model_label(model, args.model)} "
+        f"({restorer.device.type}, {str(restorer.dtype).removeprefix('torch.')}, tile {args.tile})"
+    )
+    for message in failures:
+        print(f"failed: {message}", file=sys.stderr)
+    return INPUT_FAILED if failures else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from irformers.engine.checkpoint import CheckpointError
+    from irformers.inference import describe_checkpoint
+
+    try:
+        info = describe_checkpoint(args.checkpoint)
+    except CheckpointError as err:
+        raise UsageError(str(err)) from err
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for key, value in info.items():
+            print(f"{key:12s} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return 0
 
 
 def _degrade_one(img_path: Path, args: argparse.Namespace) -> np.ndarray:
@@ -212,6 +397,68 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from irformers.data.io import ImageError
+    from irformers.engine.checkpoint import CheckpointError
+    from irformers.engine.config import ConfigError, load_config
+    from irformers.engine.distributed import env_info
+    from irformers.engine.trainer import Trainer, TrainingError
+
+    overrides = [*args.overrides, *([f"run.resume={args.resume}"] if args.resume else [])]
+    main_rank = env_info().rank == 0
+    try:
+        cfg = load_config(args.config, overrides)
+        trainer = Trainer(cfg)
+    except (ConfigError, DatasetError, ImageError, CheckpointError) as err:
+        if not main_rank:  # under torchrun every rank finds the same problem; rank 0 reports it
+            return BAD_USAGE
+        raise UsageError(str(err)) from err
+    if args.check:
+        if not main_rank:
+            return 0
+        params = sum(p.numel() for p in trainer.model.parameters())
+        resume = f", resumes {trainer.resume_from}" if trainer.resume_from else ""
+        print(
+            f"config OK: {len(trainer.items)} training images in {len(trainer.sizes)} source(s), "
+            f"{params / 1e6:.3f} M parameters, run folder {cfg.run_dir}{resume}"
+        )
+        return 0
+    try:
+        summary = trainer.fit()
+    except TrainingError as err:
+        print(f"irformers train: {err}", file=sys.stderr)
+        return INPUT_FAILED
+    if main_rank:
+        scores = {k: v for k, v in summary["validation"].items() if k != "step"}
+        print(
+            f"trained {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.0f} s: "
+            f"{cfg.run_dir / 'model.safetensors'}" + (f"; validation {json.dumps(scores)}" if scores else "")
+        )
+    return 0
+
+
+def _add_inference_options(p: argparse.ArgumentParser, precision: str) -> None:
+    """Model loading and inference options shared by ``test`` and ``restore``."""
+    p.add_argument("--arch", help="preset whose network a foreign weights file (.pth) belongs to")
+    p.add_argument(
+        "--allow-random-init",
+        action="store_true",
+        help="build a preset that ships no weights with random ones (smoke tests and benchmarks only)",
+    )
+    p.add_argument(
+        "--tile",
+        default="auto",
+        help="tile size in input pixels; 'auto' (default) tiles only images over the memory budget; 'none'",
+    )
+    p.add_argument(
+        "--tile-overlap", type=int, help="overlap of neighbouring tiles (default: max(size multiple, 32))"
+    )
+    p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (flips and transpositions)")
+    p.add_argument("--precision", default=precision, help=f"auto | fp32 | bf16 | fp16 (default {precision})")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--k", type=int, help="SemanIR: keys per query at inference (default: the model's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irformers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -221,9 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("test", help="evaluate a model on benchmark sets under the papers' conventions")
-    p.add_argument("--model", required=True, help="bicubic | identity | malvar (pseudo-models)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="preset name, weights file, or a pseudo-model: bicubic | identity | malvar",
+    )
     p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg", "demosaic", "paired"))
-    p.add_argument("--dataset", required=True, help="set name(s) under the data root, comma-separated")
+    p.add_argument(
+        "--dataset",
+        help="set name(s) under the data root, comma-separated (default: the task's standard sets)",
+    )
     p.add_argument("--scale", help="SR scale(s), e.g. 4 or 2,3,4")
     p.add_argument("--sigma", help="noise level(s) on the 0-255 scale, e.g. 25 or 15,25,50")
     p.add_argument("--quality", help="JPEG quality(ies), e.g. 10 or 10,20,30,40")
@@ -232,7 +486,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding the sets (default: $IRFORMERS_DATA)")
     p.add_argument("--save-dir", help="write the restored images here")
     p.add_argument("--json", action="store_true")
+    _add_inference_options(p, precision="fp32")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("restore", help="restore image files with a model (any size, tiled)")
+    p.add_argument("inputs", nargs="+", help="image files, folders (their images) or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--model", required=True, help="preset name (bundled weights) or weights file")
+    p.add_argument("--task", help="check: the model's task must be this")
+    p.add_argument("--scale", type=int, help="check: the model's scale must be this")
+    p.add_argument("--suffix", help="added to each output's stem (default: _x<scale> for SR, else _<task>)")
+    p.add_argument(
+        "--ext", help="output format, e.g. png or jpg (default: the input's; 16-bit kept where it fits)"
+    )
+    _add_inference_options(p, precision="auto")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("info", help="what a weights file holds: model, task, scale, training summary")
+    p.add_argument("checkpoint")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("degrade", help="write degraded copies of a folder of images (PNG)")
     p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg", "demosaic"))
@@ -251,6 +524,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--y", action="store_true", help="score on BT.601 Y (RGB inputs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML recipe (also under torchrun --nproc-per-node N)",
+        description="Train from CONFIG.yaml with dotted overrides, e.g. train.lr=2e-4 model.k=128. "
+        "A run folder that holds a training state is resumed (run.resume=never starts afresh).",
+    )
+    p.add_argument("config", help="YAML recipe, e.g. configs/quick-semanir-sr-x2.yaml")
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings that replace the recipe's")
+    p.add_argument("--resume", metavar="PATH", help="resume from this run folder or train_state.pt")
+    p.add_argument("--check", action="store_true", help="check the config and the data, then exit")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from irformers import metrics
 from irformers.data import degrade
-from irformers.data.datasets import Dataset, DatasetError, Sample
+from irformers.data.datasets import Dataset, DatasetError, Sample, resolve_data_root
 from irformers.data.io import ImageError, read_array, write_image
 from irformers.data.resize import imresize, modcrop
 
@@ -159,6 +159,31 @@ def pseudo_model(name: str, deg: Degradation) -> Restorer:
 
 
 PSEUDO_MODELS = ("bicubic", "identity", "malvar")
+
+# The sets of the papers' tables (conventions.md), per (task, gray), in their column order.
+BENCHMARK_SETS = {
+    ("sr", False): ("Set5", "Set14", "BSD100", "Urban100", "Manga109"),
+    ("denoise", True): ("Set12", "BSD68", "Urban100"),
+    ("denoise", False): ("CBSD68", "Kodak24", "McMaster", "Urban100"),
+    ("jpeg", True): ("Classic5", "LIVE1"),
+    ("jpeg", False): ("LIVE1", "BSDS500"),
+    ("demosaic", False): ("Kodak24", "McMaster"),
+}
+
+
+def benchmark_sets(task: str, gray: bool | None, data_root: str | Path | None = None) -> list[str]:
+    """The task's standard sets present under the data root (``gray=None``: gray and color ones);
+    for paired tasks every ``NAME/input`` + ``NAME/target`` folder."""
+    root = resolve_data_root(data_root)
+    if task == "paired":
+        names = sorted(p.name for p in root.iterdir() if (p / "input").is_dir() and (p / "target").is_dir())
+    else:
+        kinds = (True, False) if gray is None else (gray,)
+        wanted = dict.fromkeys(n for g in kinds for n in BENCHMARK_SETS.get((task, g), ()))
+        names = [n for n in wanted if (root / n).is_dir()]
+    if not names:
+        raise DatasetError(f"{root}: no {task} benchmark set found; name one with --dataset")
+    return names
 
 
 def evaluate(

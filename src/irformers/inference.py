@@ -1,0 +1,430 @@
+"""Inference on images of any size: tiles blended without seams, self-ensemble, precision, model loading.
+
+Tiling keeps memory bounded by the tile whatever the image size. Tiles are square, a multiple of the
+model's grid (``tile_grid``: its size multiple, for U-Nets the coarsest level's window), and start on
+multiples of it, so every tile sees the same attention windows as a whole-image pass (the model pads a
+short last tile at the image border exactly as it pads the whole image); tiled and untiled outputs then
+differ only where context was cut at a tile edge. Neighbouring
+tiles overlap, and each is weighted by a raised-cosine ramp across the overlap (weight near 0 at a
+tile's own edge, where it lacks context); the weights of a grid of tiles are separable and are
+normalised per axis, so they sum to exactly one everywhere and the output needs no weight buffer.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from irformers.engine.checkpoint import (
+    CheckpointError,
+    convert_state_dict,
+    load_weights,
+    read_metadata,
+    read_state_dict,
+)
+from irformers.engine.checkpoint import load_model as load_weights_file
+from irformers.models import PRESETS, build_model
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CPU_MEMORY_MB = 1024  # activation budget for --tile auto on CPU; on CUDA half the free memory
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # bundled weights: <preset>.safetensors
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+
+TileFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+# --------------------------------------------------------------------------- models
+
+
+def bundled_weights(preset: str) -> Path | None:
+    """The weights file shipped with the package for ``preset``, if any."""
+    path = WEIGHTS_DIR / f"{preset}.safetensors"
+    return path if path.is_file() else None
+
+
+def load_model(
+    spec: str | Path,
+    *,
+    arch: str | None = None,
+    device: str | torch.device = "cpu",
+    allow_random_init: bool = False,
+) -> nn.Module:
+    """A model in eval mode from a preset name (its bundled weights), an irformers ``.safetensors``
+    file (self-describing), or a foreign weights file loaded into preset ``arch`` through the converter.
+
+    ``allow_random_init`` builds a preset that ships no weights untrained (smoke tests, benchmarks);
+    such a model has ``model.random_init = True``. Errors are ``CheckpointError`` with one line.
+    """
+    path = Path(spec)
+    if arch is not None and arch not in PRESETS:
+        raise CheckpointError(f"--arch {arch}: unknown preset (see `irformers models`)")
+    if path.is_file():
+        if arch is None:
+            if path.suffix != ".safetensors" or "config" not in read_metadata(path):
+                raise CheckpointError(
+                    f"{path}: foreign weights (no irformers config inside); pass --arch PRESET to say "
+                    f"which network they belong to"
+                )
+            model = load_weights_file(path)
+        else:
+            model = load_weights(build_model(arch), path)
+            model.metadata = {"preset": arch, "source": str(path)}
+    elif str(spec) in PRESETS:
+        weights = bundled_weights(str(spec))
+        if weights is not None:
+            model = load_weights_file(weights)
+        elif allow_random_init:
+            model = build_model(str(spec))
+            model.random_init = True
+        else:
+            raise CheckpointError(
+                f"{spec}: no trained weights ship for this preset yet; pass --model FILE.safetensors "
+                f"(weights you trained), or --allow-random-init for smoke tests only"
+            )
+    elif path.suffix in WEIGHTS_SUFFIXES or len(path.parts) > 1:
+        raise CheckpointError(f"{path}: no such file")
+    else:
+        raise CheckpointError(f"{spec}: neither a weights file nor a preset name (see `irformers models`)")
+    model.random_init = getattr(model, "random_init", False)
+    return model.to(device).eval()
+
+
+def describe_checkpoint(path: str | Path) -> dict:
+    """What ``irformers info`` prints. An irformers file is checked to load into the model its
+    metadata describes; a foreign file needs ``--arch PRESET`` to say which network it belongs to."""
+    path = Path(path)
+    state = read_state_dict(path)  # refuses pickles that would run code
+    meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+    info: dict = {
+        "file": str(path),
+        "tensors": len(state),
+        "dtypes": sorted({str(v.dtype).removeprefix("torch.") for v in state.values()}),
+    }
+    if "config" not in meta:
+        info["format"] = "foreign (load it with --arch PRESET)"
+        info["elements"] = sum(v.numel() for v in state.values())
+        return info
+    with torch.device("meta"):
+        model = build_model(meta["config"])
+    convert_state_dict(state, model, source=path)  # raises when the file does not fit its own config
+    desc = model.descriptor
+    info.update(
+        format="irformers",
+        preset=meta.get("preset", meta["config"].get("name")),
+        arch=desc.arch,
+        task=desc.task,
+        scale=desc.scale,
+        channels=f"{desc.in_channels} -> {desc.out_channels}",
+        params=sum(p.numel() for p in model.parameters()),
+    )
+    info.update({k: v for k, v in meta.items() if k not in ("config", "preset")})
+    info["config"] = meta["config"]
+    return info
+
+
+def model_label(model: nn.Module, spec: str | Path) -> str:
+    """How reports name a model: the preset or file, flagged when its weights are random."""
+    name = Path(spec).name if Path(spec).is_file() else str(spec)
+    return f"{name} (random init)" if getattr(model, "random_init", False) else name
+
+
+# --------------------------------------------------------------------------- device and precision
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device, model: nn.Module) -> torch.dtype:
+    """``auto``: bf16 autocast on CUDA devices that support it, else fp32 (on CPU bf16 is slower and
+    lossy). fp16 runs only on CUDA and warns for models the descriptor does not mark fp16-safe."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    desc = model.descriptor
+    if precision == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported() and "bfloat16" in desc.dtypes
+        return torch.bfloat16 if bf16 else torch.float32
+    dtype = _DTYPES[precision]
+    if str(dtype).removeprefix("torch.") not in desc.dtypes:
+        raise ValueError(
+            f"{desc.arch} models do not run in {precision} (they support {', '.join(desc.dtypes)})"
+        )
+    if dtype == torch.float16:
+        if device.type != "cuda":
+            raise ValueError("--precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+        if not desc.fp16_safe:
+            warnings.warn(
+                f"{desc.arch}: fp16 inference is not checked for this model and may overflow; "
+                f"bf16 is the safe reduced precision",
+                stacklevel=2,
+            )
+    elif dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("--precision bf16: this CUDA device does not support bfloat16")
+    return dtype
+
+
+# --------------------------------------------------------------------------- tile planning
+
+
+def _first(value: int | list[int]) -> int:
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def bytes_per_pixel(model: nn.Module) -> float:
+    """Rough peak activation bytes per input pixel, from the config; measured to over-estimate the
+    tiny and small presets by about 1.5x on CPU (dense attention path), so auto tiles stay in budget.
+
+    Tokens (~16 floats per channel at full resolution; a U-Net level i holds 1/4**i of the pixels,
+    encoder and decoder), dense window scores (2 per head per key), the upsampler's s**2 features.
+    """
+    cfg, desc = model.config, model.descriptor
+    unet = "dims" in cfg
+    width = 2 * sum(d / 4**i for i, d in enumerate(cfg["dims"])) if unet else cfg["dim"]
+    window = _first(cfg.get("window_size", 8))
+    scores = 2 * _first(cfg.get("num_heads", 1)) * window**2
+    upsampler = 0 if unet else 2 * cfg.get("upsampler_features", 0) * desc.scale**2
+    return 4.0 * (16 * width + scores + upsampler)
+
+
+def memory_budget_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return 0.5 * torch.cuda.mem_get_info(device)[0] / 2**20
+    return CPU_MEMORY_MB
+
+
+def tile_grid(model: nn.Module) -> int:
+    """What tile sizes and starts are multiples of, so that every tile sees the whole image's window
+    grid: the size multiple, and for U-Nets the coarser levels' windows (window * 2**level pixels)."""
+    cfg, m = model.config, model.descriptor.size_multiple
+    if "dims" not in cfg:
+        return m
+    windows = cfg.get("window_size", 1)
+    windows = windows if isinstance(windows, (list, tuple)) else [windows] * len(cfg["dims"])
+    return math.lcm(m, *(w * 2**i for i, w in enumerate(windows)))
+
+
+def default_overlap(model: nn.Module) -> int:
+    """Two windows of context for small windows, one size multiple for large ones."""
+    return max(model.descriptor.size_multiple, 32)
+
+
+def plan_tiles(
+    model: nn.Module,
+    height: int,
+    width: int,
+    tile: int | str | None = "auto",
+    overlap: int | None = None,
+    memory_mb: float | None = None,
+    device: torch.device | None = None,
+) -> tuple[int, int] | None:
+    """(tile, overlap) in input pixels, aligned to ``tile_grid``; None = one whole-image pass.
+
+    ``tile="auto"`` picks the largest square tile whose estimated activations fit ``memory_mb`` and tiles
+    only when the image does not fit; an explicit tile is rounded down to the grid, and the overlap
+    rounded up so that tile starts stay on the grid (the overlap is at least the one asked).
+    """
+    m = tile_grid(model)
+    overlap = default_overlap(model) if overlap is None else overlap
+    if overlap < 0:
+        raise ValueError(f"--tile-overlap must be >= 0, got {overlap}")
+    if tile in (None, 0, "none"):
+        return None
+    if tile == "auto":
+        budget = (memory_mb or memory_budget_mb(device or torch.device("cpu"))) * 2**20
+        pixels = budget / bytes_per_pixel(model)
+        if height * width <= pixels:
+            return None
+        tile = max(int(math.sqrt(pixels)) // m * m, math.ceil((overlap + m) / m) * m)
+    elif not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"--tile must be a positive number of pixels or 'auto', got {tile!r}")
+    tile = max(tile // m * m, m)
+    if tile >= height and tile >= width:
+        return None
+    stride = (tile - overlap) // m * m
+    if stride <= 0:
+        raise ValueError(
+            f"--tile-overlap {overlap} leaves no stride in a {tile}-pixel tile (tiles and their starts are "
+            f"multiples of {m} for this model); use a larger tile or a smaller overlap"
+        )
+    return tile, tile - stride
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) of the tiles along one axis: starts every ``tile - overlap``; the last tile ends at
+    the image border and may be shorter (the model pads it as it would pad the whole image)."""
+    if length <= tile:
+        return [(0, length)]
+    stride, starts = tile - overlap, [0]
+    while starts[-1] + tile < length:
+        starts.append(starts[-1] + stride)
+    return [(s, min(s + tile, length)) for s in starts]
+
+
+def axis_weights(spans: list[tuple[int, int]], length: int, scale: int = 1) -> list[torch.Tensor]:
+    """Per tile, its 1-D blending weights in output pixels: raised-cosine ramps across the overlaps
+    with its neighbours, 1 elsewhere, normalised so that the tiles' weights sum to one at every pixel."""
+    raw = []
+    for i, (a, b) in enumerate(spans):
+        w = torch.ones((b - a) * scale, dtype=torch.float64)
+        if i > 0 and spans[i - 1][1] > a:
+            n = (spans[i - 1][1] - a) * scale
+            w[:n] = torch.sin(math.pi / 2 * (torch.arange(n, dtype=torch.float64) + 0.5) / n) ** 2
+        if i + 1 < len(spans) and spans[i + 1][0] < b:
+            n = (b - spans[i + 1][0]) * scale
+            w[-n:] *= torch.cos(math.pi / 2 * (torch.arange(n, dtype=torch.float64) + 0.5) / n) ** 2
+        raw.append(w)
+    total = torch.zeros(length * scale, dtype=torch.float64)
+    for (a, _), w in zip(spans, raw, strict=True):
+        total[a * scale : a * scale + len(w)] += w
+    return [(w / total[a * scale : a * scale + len(w)]).float() for (a, _), w in zip(spans, raw, strict=True)]
+
+
+def tiled_forward(
+    fn: TileFn,
+    x: torch.Tensor,
+    *,
+    scale: int,
+    out_channels: int,
+    tile: int,
+    overlap: int,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``fn`` over overlapping tiles of ``x`` (1, C, H, W), blended into one (1, C', sH, sW) output."""
+    _, _, h, w = x.shape
+    rows, cols = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
+    wy, wx = axis_weights(rows, h, scale), axis_weights(cols, w, scale)
+    out = torch.zeros(1, out_channels, h * scale, w * scale, dtype=torch.float32)
+    bar = _bar(len(rows) * len(cols), "tiles", progress)
+    for (y0, y1), ry in zip(rows, wy, strict=True):
+        for (x0, x1), rx in zip(cols, wx, strict=True):
+            y = fn(x[..., y0:y1, x0:x1])
+            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] += y * (ry[:, None] * rx[None, :])
+            bar.update()
+    bar.close()
+    return out
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, disable=not enabled or total < 2)
+
+
+# --------------------------------------------------------------------------- self-ensemble
+
+
+def _dihedral(x: torch.Tensor, i: int, inverse: bool = False) -> torch.Tensor:
+    """The i-th of the 8 flips/transpositions of the square's symmetry group (or its inverse)."""
+    ops = [
+        (lambda t: t.transpose(-1, -2)) if i & 4 else None,
+        (lambda t: t.flip(-2)) if i & 1 else None,
+        (lambda t: t.flip(-1)) if i & 2 else None,
+    ]
+    for op in reversed(ops) if inverse else ops:
+        if op is not None:
+            x = op(x)
+    return x
+
+
+def self_ensemble(fn: TileFn) -> TileFn:
+    """x8 self-ensemble: the mean of the outputs for the 8 flipped/transposed inputs, mapped back."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return sum(_dihedral(fn(_dihedral(x, i)), i, inverse=True) for i in range(8)) / 8
+
+    return run
+
+
+# --------------------------------------------------------------------------- the restorer
+
+
+class Restorer:
+    """A model as ``evaluate``'s Restorer: float32 H x W x C numpy in [0, 1] in, float32 H' x W' x C' out.
+
+    A gray image given to a color model goes through as three equal channels and comes back as one
+    (their mean); a color image given to a gray model is an error. The model is moved to ``device``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        tile: int | str | None = "auto",
+        overlap: int | None = None,
+        ensemble: bool = False,
+        precision: str = "auto",
+        device: str | torch.device | None = "auto",
+        k: int | None = None,
+        memory_mb: float | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.desc = model.descriptor
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device, model)
+        if k is not None and not self.desc.supports_k:
+            raise ValueError(f"--k applies to SemanIR models only; this is a {self.desc.arch} model")
+        if k is not None and k < 1:
+            raise ValueError(f"--k must be >= 1, got {k}")
+        self.model = model.to(self.device).eval()
+        self.kwargs = {} if k is None else {"k": k}
+        self.tile, self.overlap, self.memory_mb = tile, overlap, memory_mb
+        self.ensemble, self.progress = ensemble, progress
+        plan_tiles(model, 1 << 30, 1 << 30, tile, overlap, memory_mb, self.device)  # options fail early
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device).contiguous()
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            y = self.model(x, **self.kwargs)
+        return y.float().cpu()
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        img = image[..., None] if image.ndim == 2 else image
+        channels, expected = img.shape[2], self.desc.in_channels
+        to_gray = channels == 1 and expected == 3 and self.desc.out_channels == 3
+        if to_gray:
+            img = np.repeat(img, 3, axis=2)
+        elif channels != expected:
+            raise ValueError(
+                f"a {channels}-channel image cannot go through a model that takes {expected} channel(s)"
+                + (" (convert it to gray first, or use a color model)" if expected == 1 else "")
+            )
+        x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
+        fn = self_ensemble(self._forward) if self.ensemble else self._forward
+        plan = plan_tiles(self.model, *x.shape[-2:], self.tile, self.overlap, self.memory_mb, self.device)
+        if plan is None:
+            y = fn(x)
+        else:
+            y = tiled_forward(
+                fn,
+                x,
+                scale=self.desc.scale,
+                out_channels=self.desc.out_channels,
+                tile=plan[0],
+                overlap=plan[1],
+                progress=self.progress,
+            )
+        out = y[0].permute(1, 2, 0).numpy()
+        return out.mean(axis=2, keepdims=True) if to_gray else out
+
+
+def restore(image: np.ndarray, model: nn.Module, **options) -> np.ndarray:
+    """Restore one float32 H x W (x C) image in [0, 1] (uint8/uint16 are scaled to it); options as
+    ``Restorer`` (tile, overlap, ensemble, precision, device, k, memory_mb, progress)."""
+    if image.dtype in (np.uint8, np.uint16):
+        image = image.astype(np.float32) / np.iinfo(image.dtype).max
+    out = Restorer(model, **options)(image)
+    return out[..., 0] if image.ndim == 2 else out

@@ -1,0 +1,219 @@
+"""`irformers restore`, `test` and `info` with real (tiny) weights files: formats, failures, refusals."""
+
+import json
+import os
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from irformers.cli import main
+from irformers.data.resize import imresize
+from irformers.engine.checkpoint import save_weights
+from irformers.inference import Restorer, load_model
+from irformers.models import build_model
+
+TINY_SR = {
+    "arch": "semanir",
+    "layout": "columnar",
+    "task": "sr",
+    "scale": 2,
+    "dim": 12,
+    "depths": [1],
+    "num_heads": 2,
+    "window_size": 8,
+    "k": 16,
+    "backend": "mask",
+    "upsampler_features": 8,
+    "cpb_hidden": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny_x2.safetensors"
+    save_weights(path, build_model(TINY_SR), metadata={"preset": "tiny-test", "training": {"steps": 0}})
+    return path
+
+
+def _write_folder(folder):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (folder / "empty.jpg").write_bytes(b"")
+    cv2.imwrite(str(folder / "deep.png"), rng.integers(0, 65536, (20, 28, 3), dtype=np.uint16))
+    rgba = rng.integers(0, 256, (20, 28, 4), dtype=np.uint8)
+    rgba[..., 3] = 0
+    rgba[:, 14:, 3] = 255
+    cv2.imwrite(str(folder / "rgba.png"), rgba)
+    cv2.imwrite(str(folder / "gray.jpg"), rng.integers(0, 256, (24, 32), dtype=np.uint8))
+    cv2.imwrite(str(folder / "plain.png"), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    stored = np.zeros((20, 30, 3), np.uint8)  # stored landscape; EXIF 6 = rotate 90 degrees clockwise
+    stored[:, :10] = 255
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(folder / "rotated.jpg", exif=exif, quality=100)
+
+
+def test_folder_with_bad_files(tmp_path, weights, capsys):
+    _write_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["restore", str(tmp_path / "in"), "-o", str(out), "--model", str(weights)]) == 1
+    captured = capsys.readouterr()
+    failed = [line for line in captured.err.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 2 and "corrupt.png" in failed[0] and "empty.jpg" in failed[1]
+    assert "restored 5 of 7" in captured.out
+    names = sorted(p.name for p in out.iterdir())  # nothing half-written, no temp files
+    assert names == ["deep_x2.png", "gray_x2.jpg", "plain_x2.png", "rgba_x2.png", "rotated_x2.jpg"]
+
+    def read(name):
+        return cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+
+    deep = read("deep_x2.png")
+    assert deep.dtype == np.uint16 and deep.shape == (40, 56, 3)
+    assert np.any(deep % 257 != 0)  # 16-bit precision, not 8-bit values scaled up
+
+    rgba = read("rgba_x2.png")
+    assert rgba.dtype == np.uint8 and rgba.shape == (40, 56, 4)
+    expected_alpha = imresize(np.repeat(np.array([[0.0] * 14 + [1.0] * 14]), 20, axis=0), 2)
+    np.testing.assert_allclose(rgba[..., 3] / 255, np.clip(expected_alpha, 0, 1), atol=1 / 255)
+
+    gray = read("gray_x2.jpg")
+    assert gray.ndim == 2 and gray.shape == (48, 64)
+
+    assert read("rotated_x2.jpg").shape == (60, 40, 3)  # portrait: the orientation was applied
+
+
+def test_exif_orientation_is_applied_before_the_model(tmp_path, weights):
+    _write_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    argv = ["restore", str(tmp_path / "in" / "rotated.jpg"), "-o", str(out), "--model", str(weights)]
+    assert main([*argv, "--ext", "png"]) == 0
+    restored = cv2.cvtColor(cv2.imread(str(out / "rotated_x2.png")), cv2.COLOR_BGR2RGB).astype(np.float64)
+    with Image.open(tmp_path / "in" / "rotated.jpg") as im:
+        stored = np.asarray(im.convert("RGB"), np.float32) / 255  # decoded as stored, not rotated
+    restorer = Restorer(load_model(weights), device="cpu")
+
+    def difference(pixels):
+        expected = np.rint(np.clip(restorer(np.ascontiguousarray(pixels)), 0, 1) * 255)
+        return np.abs(restored - expected)
+
+    assert difference(np.rot90(stored, -1)).max() <= 1  # EXIF 6: rotated 90 degrees clockwise
+    assert difference(np.rot90(stored, 1)).mean() > 10
+
+
+def test_ext_suffix_and_globs(tmp_path, weights, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((24, 24), 65535, np.uint16))
+    cv2.imwrite(str(folder / "b.png"), np.zeros((16, 16, 3), np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    argv = ["restore", str(folder / "*"), "-o", str(out), "--model", str(weights), "--ext", "jpg"]
+    assert main([*argv, "--suffix", "", "--tile", "16", "--tile-overlap", "4"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.jpg"]  # the glob's images only
+    assert cv2.imread(str(out / "a.jpg"), cv2.IMREAD_UNCHANGED).dtype == np.uint8  # JPEG holds 8 bits
+    argv = ["restore", str(folder / "b.png"), "-o", str(folder), "--model", str(weights)]
+    assert main([*argv, "--suffix", ""]) == 1
+    assert "overwrite the input" in capsys.readouterr().err
+    assert main(["restore", str(folder / "nothing*.png"), "-o", str(out), "--model", str(weights)]) == 2
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_wrong_architecture_or_scale_is_one_clear_error(tmp_path, weights, capsys):
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": build_model("semanir-t-sr-x2").state_dict()}, foreign)
+    base = ["restore", str(img), "-o", str(tmp_path / "out"), "--model"]
+    assert main([*base, str(foreign), "--arch", "semanir-t-sr-x4"]) == 2
+    assert "foreign.pth: does not fit" in _one_error_line(capsys)
+    assert main([*base, str(foreign), "--arch", "hiir-t-sr-x2"]) == 2
+    assert "foreign.pth: does not fit" in _one_error_line(capsys)
+    assert main([*base, str(weights), "--scale", "4"]) == 2
+    assert "x2 model" in _one_error_line(capsys)
+    assert main([*base, "semanir-t-sr-x2"]) == 2
+    assert "no trained weights ship" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"params": _Exploit(marker)}, protocol=2))
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    argv = [
+        "restore",
+        str(img),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(evil),
+        "--arch",
+        "semanir-t-sr-x2",
+    ]
+    assert main(argv) == 2
+    assert "evil.pth: refused" in _one_error_line(capsys)
+    assert main(["info", str(evil)]) == 2
+    assert "refused" in _one_error_line(capsys)
+    assert not marker.exists()
+
+
+def test_info_describes_own_and_foreign_files(tmp_path, weights, capsys):
+    assert main(["info", str(weights), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["format"], info["preset"], info["task"], info["scale"]) == (
+        "irformers",
+        "tiny-test",
+        "sr",
+        2,
+    )
+    assert info["params"] == sum(p.numel() for p in build_model(TINY_SR).parameters())
+    assert info["training"] == {"steps": 0}
+    foreign = tmp_path / "f.pth"
+    state = build_model("baseline-t-sr-x2").state_dict()
+    torch.save({"params": {f"module.{k}": v for k, v in state.items()}}, foreign)
+    assert main(["info", str(foreign), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"].startswith("foreign")
+    assert info["elements"] == sum(v.numel() for v in state.values())
+
+
+def test_evaluate_a_weights_file_tiled_and_untiled(tmp_path, weights, capsys, data_root):
+    """Set5 crops (small, for CI): tiles smaller than the images change the set's PSNR by < 0.05 dB."""
+    mini = tmp_path / "Mini" / "HR"
+    mini.mkdir(parents=True)
+    for name in ("baby", "bird", "woman"):
+        hr = cv2.imread(str(data_root / "Set5" / "HR" / f"{name}.png"))
+        cv2.imwrite(str(mini / f"{name}.png"), hr[:144, :112])
+    base = ["test", "--model", str(weights), "--task", "sr", "--dataset", "Mini"]
+    base += ["--data-root", str(tmp_path)]
+    assert main([*base, "--json", "--save-dir", str(tmp_path / "saved")]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert (whole["scale"], whole["model"], len(whole["per_image"])) == (2, "tiny_x2.safetensors", 3)
+    assert whole["params_m"] == pytest.approx(sum(p.numel() for p in build_model(TINY_SR).parameters()) / 1e6)
+    assert len(list((tmp_path / "saved" / "Mini").iterdir())) == 3
+    assert main([*base, "--json", "--tile", "32", "--tile-overlap", "16"]) == 0  # LR crops are 72x56
+    tiled = json.loads(capsys.readouterr().out)
+    assert abs(tiled["psnr"] - whole["psnr"]) < 0.05
+    assert main([*base, "--scale", "2,4"]) == 2
+    assert "x2 model" in _one_error_line(capsys)
