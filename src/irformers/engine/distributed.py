@@ -1,0 +1,98 @@
+"""Data-parallel training from torchrun's environment variables (RANK, WORLD_SIZE, LOCAL_RANK, ...).
+
+`torchrun --nproc-per-node N -m irformers train cfg.yaml` and a plain `irformers train cfg.yaml` run
+the same code: without the variables this is a world of one and every collective is a no-op.
+NCCL on GPUs, gloo on CPU. Multi-node: the same command on every node with `--nnodes`, `--node-rank`
+and a rendezvous (`--rdzv-endpoint HOST:PORT`); see the README.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """This process's place in the job, as torchrun describes it (a world of one without torchrun)."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def pick_device(preference: str, info: DistInfo) -> torch.device:
+    """`auto`: this rank's local GPU when CUDA is available, else the CPU."""
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(preference)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"run.device is '{preference}' but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def init(info: DistInfo, device: torch.device) -> None:
+    """Join the process group (NCCL for CUDA, gloo otherwise); nothing to do for a world of one."""
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, **kwargs)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def mean(value: torch.Tensor) -> torch.Tensor:
+    """The mean of `value` over all ranks (a copy; `value` itself is left alone)."""
+    value = value.detach().clone()
+    if dist.is_initialized():
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value
+
+
+def gather(obj: object) -> list:
+    """Every rank's `obj` (picklable), in rank order, on every rank."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: object) -> object:
+    """Rank 0's `obj` on every rank."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,21 @@
+"""Learning-rate schedules as pure functions of the step, so a resumed run needs nothing but the step."""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+from irformers.engine.config import TrainConfig
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up, then the decay."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "multistep":
+        return cfg.lr * cfg.gamma ** bisect.bisect_right(cfg.milestones, step)
+    if cfg.schedule == "cosine":
+        span = max(cfg.steps - cfg.warmup_steps, 1)
+        progress = min((step - cfg.warmup_steps) / span, 1.0)
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return cfg.lr

@@ -1,0 +1,643 @@
+"""The training loop: one code path for a single process and for torchrun's data-parallel ranks.
+
+`Trainer(cfg)` checks everything that depends on the user's input (model config, data folders and
+files, validation sets, optional packages) before any process group exists or any step runs, so a
+bad config fails at once with one line. `Trainer.fit()` trains, validates the EMA weights, logs and
+checkpoints. A run folder (`run.out_dir/run.name`) holds:
+
+- `config.yaml`: the resolved config; `log.jsonl`: one JSON object per log line (plus `tensorboard/`);
+- `model.safetensors`: the weights users evaluate (EMA weights when EMA is on), self-describing, with
+  a training summary in the metadata; `snapshots/` when asked;
+- `train_state.pt`: everything a resume needs (raw and EMA weights, optimizer, gradient scaler, step,
+  RNG states of every rank); tensors and plain containers, read back with `weights_only=True`.
+
+Both files are replaced atomically, so a killed run always leaves the last complete checkpoint.
+A resumed run is bit-identical to an uninterrupted one (on the same device and thread count): the
+data stream, augmentations and SemanIR's random k are functions of (seed, step), and the RNG states
+are restored for everything else.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset
+from irformers.data.pipelines import PatchDataset, find_items, make_loader
+from irformers.engine import distributed
+from irformers.engine.checkpoint import (
+    CheckpointError,
+    load_training_state,
+    read_state_dict,
+    save_training_state,
+    save_weights,
+)
+from irformers.engine.config import Config, ConfigError, save_config, source_degrade
+from irformers.engine.losses import pixel_loss
+from irformers.engine.schedule import lr_at
+from irformers.evaluate import Degradation, evaluate
+
+STATE_FILE = "train_state.pt"
+WEIGHTS_FILE = "model.safetensors"
+LOG_FILE = "log.jsonl"
+CONFIG_FILE = "config.yaml"
+STATE_VERSION = 1
+_K_STREAM = 2  # generator stream of SemanIR's random k (0, 1: the data pipeline's streams)
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must act on (divergence, ranks out of sync)."""
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _same_kind(value: object, default: object) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def build_model_from_config(spec: dict) -> nn.Module:
+    """The `model` section: `preset` plus overrides of that preset's config, or a full config (`arch`)."""
+    from irformers.models import build_model, get_preset
+
+    spec = dict(spec)
+    preset = spec.pop("preset", None)
+    try:
+        if preset is None:
+            return build_model(spec)
+        get_preset(preset)
+        with torch.device("meta"):
+            defaults = build_model(preset).config
+        for key, value in spec.items():
+            if key not in defaults:
+                close = difflib.get_close_matches(key, list(defaults), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"unknown key 'model.{key}' for preset {preset}{hint}")
+            if defaults[key] is not None and not _same_kind(value, defaults[key]):
+                raise ConfigError(
+                    f"model.{key}: expected a {type(defaults[key]).__name__} like {defaults[key]!r}, "
+                    f"got {value!r}"
+                )
+        return build_model(preset, **spec)
+    except ConfigError:
+        raise
+    except (KeyError, ValueError, TypeError) as err:
+        raise ConfigError(f"model: {err.args[0] if err.args else err}") from None
+
+
+def check_model_fits(model: nn.Module, cfg: Config) -> None:
+    """Channels and scale of the model against what the data pipeline will feed it."""
+    d = model.descriptor
+    for i, source in enumerate(cfg.data.train):
+        deg = source_degrade(cfg.data, source, f"data.train.{i}")
+        channels = (1 if deg.gray or deg.task == "demosaic" else 3, 1 if deg.gray else 3)
+        if (d.in_channels, d.out_channels) != channels:
+            raise ConfigError(
+                f"model: takes {d.in_channels} and gives {d.out_channels} channels, but task '{deg.task}'"
+                f"{' gray' if deg.gray else ''} data gives {channels[0]} and expects {channels[1]} "
+                f"(set data.gray, or choose a {'gray' if channels[0] == 1 else 'color'} preset)"
+            )
+        scale = deg.scale if deg.task == "sr" else 1
+        if d.scale != scale:
+            raise ConfigError(f"model: upscales x{d.scale} but the data asks for x{scale} (data.scale)")
+    if cfg.train.precision != "fp32":
+        dtype = {"bf16": "bfloat16", "fp16": "float16"}[cfg.train.precision]
+        if dtype not in d.dtypes:
+            raise ConfigError(
+                f"train.precision: this model does not support {dtype} (only {', '.join(d.dtypes)})"
+            )
+
+
+def load_init_weights(model: nn.Module, path: str) -> list[str]:
+    """Start from another run's weights: every tensor whose name and shape fit is loaded.
+
+    The usual case is fine-tuning x3/x4 SR from x2 weights, where only the upsampler differs.
+    Returns the names of the model's tensors left at their initial values.
+    """
+    state = read_state_dict(path)
+    expected = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    if not usable:
+        raise CheckpointError(f"train.init: {path}: none of its tensors fit this model")
+    model.load_state_dict(usable, strict=False)
+    return sorted(set(expected) - set(usable))
+
+
+def _stage_types() -> tuple[type, ...]:
+    from irformers.models.baseline import WindowStage
+    from irformers.models.hiir import HiIRStage
+    from irformers.models.semanir import SemanIRStage
+
+    return (SemanIRStage, HiIRStage, WindowStage)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def enable_grad_checkpointing(model: nn.Module) -> int:
+    """Recompute every transformer stage in the backward pass instead of storing its activations.
+
+    Patches the stages' `forward` on the instances, so parameter names (and weights files) are
+    unchanged. Returns the number of stages.
+    """
+    stages = [m for m in model.modules() if isinstance(m, _stage_types())]
+    for stage in stages:
+        stage.forward = functools.partial(_checkpointed, stage.forward)
+    return len(stages)
+
+
+class EMA:
+    """Exponential moving average of the weights; the weights that are validated and shipped.
+
+    The decay ramps up as min(decay, (1 + t) / (10 + t)) so that short runs are not dominated by the
+    random initialisation; from a few thousand steps on it is the configured decay.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for ema, value in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+            if ema.dtype.is_floating_point:
+                ema.lerp_(value, 1 - decay)
+            else:
+                ema.copy_(value)
+
+
+def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """Adam or AdamW; weight decay only on weight matrices and kernels (not biases, norms, scales)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def make_restorer(model: nn.Module, device: torch.device, **runtime):
+    """A `Restorer` (float32 H x W x C numpy in and out) around a model, for `irformers.evaluate`."""
+
+    @torch.no_grad()
+    def restore(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
+        return model(t, **runtime)[0].float().cpu().numpy().transpose(1, 2, 0)
+
+    return restore
+
+
+# --------------------------------------------------------------------------- RNG states
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch (CPU and CUDA) generator states, as tensors and plain containers."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": state["numpy"]["key"].numpy().astype(np.uint32), "pos": state["numpy"]["pos"]},
+            "has_gauss": state["numpy"]["has_gauss"],
+            "gauss": state["numpy"]["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every tensor's bytes: equal digests mean bit-identical weights."""
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class RunLog:
+    """JSON lines (and optionally TensorBoard) on rank 0; a progress bar or plain lines on stderr."""
+
+    def __init__(
+        self, run_dir: Path, enabled: bool, cfg: Config, start: int, stop: int, append: bool
+    ) -> None:
+        self.enabled = enabled
+        self.file = None
+        self.writer = None
+        self.bar = None
+        if not enabled:
+            return
+        self.file = (run_dir / LOG_FILE).open("a" if append else "w")  # a fresh run starts a fresh log
+        if cfg.log.tensorboard:
+            self.writer = _tensorboard_writer()(str(run_dir / "tensorboard"))
+        if cfg.log.progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=stop, initial=start, desc=cfg.run.name, file=sys.stderr, dynamic_ncols=True)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in _scalars(record):
+                self.writer.add_scalar(key, value, record["step"])
+
+    def progress(self, steps: int, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(steps)
+            self.bar.set_postfix_str(text, refresh=False)
+        elif text:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        for handle in (self.bar, self.writer, self.file):
+            if handle is not None:
+                handle.close()
+
+
+def _tensorboard_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "log.tensorboard: the tensorboard package is not installed (pip install tensorboard), "
+            "or set log.tensorboard=false; log.jsonl is always written"
+        ) from None
+    return SummaryWriter
+
+
+def _scalars(record: dict, prefix: str = ""):
+    for key, value in record.items():
+        if key == "step":
+            continue
+        if isinstance(value, dict):
+            yield from _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}", value
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.dist = distributed.env_info()
+        self.device = distributed.pick_device(cfg.run.device, self.dist)
+        self.run_dir = cfg.run_dir
+        torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and in every rerun
+        self.model = build_model_from_config(cfg.model)
+        check_model_fits(self.model, cfg)
+        self.init_skipped = load_init_weights(self.model, cfg.train.init) if cfg.train.init else []
+        self.items, self.sizes = find_items(cfg.data)
+        self.dataset = PatchDataset(self.items, cfg.run.seed, augment=cfg.data.augment, cache=cfg.data.cache)
+        self.val_sets = self._find_val_sets()
+        if cfg.log.tensorboard:
+            _tensorboard_writer()
+        self.resume_from = self._resume_path()
+        self.resume_state = load_training_state(self.resume_from) if self.resume_from else None
+        if self.resume_state is not None:
+            try:
+                self.model.load_state_dict(self.resume_state["model"])
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[0]
+                raise ConfigError(
+                    f"run.resume: {self.resume_from} does not fit this model ({first})"
+                ) from None
+
+    # ---- checks before training
+
+    def _find_val_sets(self) -> list:
+        cfg = self.cfg
+        if not cfg.val.sets:
+            return []
+        root = cfg.val.root or cfg.data.root
+        scale = cfg.data.scale if cfg.data.task == "sr" else None
+        try:
+            return [find_dataset(name, root, scale) for name in cfg.val.sets]
+        except DatasetError as err:
+            raise DatasetError(f"val.sets: {err} (val.root, data.root or ${DATA_ENV})") from None
+
+    def _resume_path(self) -> Path | None:
+        choice = self.cfg.run.resume
+        own = self.run_dir / STATE_FILE
+        if choice == "auto":
+            return own if own.is_file() else None
+        if choice == "never":
+            return None
+        path = Path(choice)
+        path = path / STATE_FILE if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"run.resume: {path}: no training state to resume from")
+        return path
+
+    def _val_degradation(self, layout: str) -> Degradation:
+        d, v = self.cfg.data, self.cfg.val
+        if layout == "paired":
+            return Degradation("paired", gray=d.gray)
+        sigma = v.sigma if v.sigma is not None else d.sigma
+        quality = v.quality if v.quality is not None else d.quality
+        return Degradation(d.task, scale=d.scale, sigma=sigma, quality=quality, gray=d.gray)
+
+    # ---- training
+
+    def fit(self) -> dict:
+        """Train until `train.steps` (or `run.stop_at`); returns the run's summary."""
+        distributed.init(self.dist, self.device)
+        try:
+            return self._fit()
+        finally:
+            distributed.shutdown()
+
+    def _fit(self) -> dict:
+        cfg, info, device, t = self.cfg, self.dist, self.device, self.cfg.train
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch sizes: pick the fastest conv kernels once
+        if info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.tmp"):  # left by a run killed while writing
+                stale.unlink(missing_ok=True)
+            save_config(cfg, self.run_dir / CONFIG_FILE)
+
+        model = self.model.to(device)
+        self.ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
+        net = model
+        if info.enabled:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if t.grad_checkpointing and not enable_grad_checkpointing(model):
+            raise ConfigError("train.grad_checkpointing: this model has no transformer stages to checkpoint")
+        self.optimizer = make_optimizer(model, t)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+
+        self.step, self.elapsed, self.validation = 0, 0.0, {}
+        seed_everything(cfg.run.seed + info.rank)
+        if self.resume_state is not None:
+            self._restore(self.resume_state)
+            self.resume_state = None  # the optimizer holds its own copies now
+        stop = min(t.steps, cfg.run.stop_at or t.steps)
+        start = self.step
+
+        loader = make_loader(
+            cfg.data,
+            self.dataset,
+            self.sizes,
+            seed=cfg.run.seed,
+            start=start,
+            end=stop,
+            rank=info.rank,
+            world_size=info.world_size,
+            pin_memory=device.type == "cuda",
+        )
+        log = RunLog(self.run_dir, info.is_main, cfg, start, stop, append=self.resume_from is not None)
+        try:
+            log.write(
+                {
+                    "kind": "start",
+                    "step": start,
+                    "resumed_from": str(self.resume_from) if self.resume_from else None,
+                    "world_size": info.world_size,
+                    "device": str(device),
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "images": len(self.items),
+                    "init": cfg.train.init if self.resume_from is None else None,
+                    "init_skipped": self.init_skipped if self.resume_from is None else [],
+                }
+            )
+            session_start = time.perf_counter()
+            self._loop(net, model, loader, log, start, stop, autocast_dtype)
+            self.elapsed += time.perf_counter() - session_start
+            if stop <= start and info.is_main:
+                print(f"{self.run_dir}: nothing to do, the run is at step {start} of {stop}", file=sys.stderr)
+            # DDP keeps the ranks in step; check it, bit for bit, before anyone trusts the weights.
+            digests = distributed.gather(weights_digest(model))
+            if len(set(digests)) > 1:
+                raise TrainingError(f"ranks ended with different weights: {digests}")
+            summary = self.summary()
+            log.write({"kind": "end", "step": self.step, "weights_sha256": digests, **summary})
+        finally:
+            log.close()
+        return summary
+
+    def _loop(self, net, model, loader, log: RunLog, start: int, stop: int, autocast_dtype) -> None:
+        cfg, t, device = self.cfg, self.cfg.train, self.device
+        sampler = loader.batch_sampler
+        random_k = getattr(model, "random_k", False)
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+        tick, tick_step, session_start = time.perf_counter(), start, time.perf_counter()
+        for step, (inp, target) in zip(range(start, stop), loader, strict=True):
+            inp = inp.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            lr = lr_at(step, t)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            runtime = {"k": self._random_k(step)} if random_k else {}
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                output = net(inp, **runtime)
+            loss = pixel_loss(output, target, t)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if t.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(model, step)
+            loss_sum += loss.detach()
+            loss_count += 1
+            self.step = done = step + 1
+
+            if done % cfg.log.every == 0 or done == stop:
+                mean_loss = float(distributed.mean(loss_sum)) / loss_count
+                now = time.perf_counter()
+                rate = (sampler.draws_before(done) - sampler.draws_before(tick_step)) / (now - tick)
+                log.write(
+                    {
+                        "kind": "train",
+                        "step": done,
+                        "loss": mean_loss,
+                        "lr": lr,
+                        "samples_per_s": round(rate, 2),
+                        "epoch": round(sampler.draws_before(done) / sampler.epoch_len, 3),
+                        "elapsed_s": round(self.elapsed + now - session_start, 1),
+                    }
+                )
+                log.progress(
+                    done - tick_step,
+                    f"step {done}/{t.steps} loss {mean_loss:.4f} lr {lr:.2e} {rate:.1f} samples/s",
+                )
+                if not math.isfinite(mean_loss):
+                    raise TrainingError(
+                        f"loss is {mean_loss} at step {done}: training diverged (lower train.lr, "
+                        f"set train.grad_clip, or use train.precision=fp32/bf16)"
+                    )
+                loss_sum.zero_()
+                loss_count, tick, tick_step = 0, now, done
+            pause = time.perf_counter()
+            if self.val_sets and (done == t.steps or (cfg.val.every and done % cfg.val.every == 0)):
+                self.validation = {"step": done, **self._validate(model)}
+                log.write({"kind": "val", **self.validation})
+            if done % cfg.checkpoint.every == 0 or done == stop:
+                self._checkpoint(model, self.elapsed + pause - session_start)
+            tick += time.perf_counter() - pause  # throughput counts training time only
+
+    def _random_k(self, step: int) -> int:
+        """SemanIR's random-k training: one k per step, the same on every rank, reproducible."""
+        from irformers.models.semanir import RANDOM_K_CHOICES
+
+        rng = np.random.default_rng([self.cfg.run.seed, _K_STREAM, step])
+        return RANDOM_K_CHOICES[int(rng.integers(len(RANDOM_K_CHOICES)))]
+
+    def _validate(self, model: nn.Module) -> dict:
+        """PSNR/SSIM of the EMA weights (raw weights without EMA) on every val set, on rank 0."""
+        results: dict = {}
+        if self.dist.is_main:
+            net = self.ema.module if self.ema is not None else model
+            was_training = net.training
+            net.eval()
+            runtime = {"k": self.cfg.val.k} if self.cfg.val.k and net.descriptor.supports_k else {}
+            restorer = make_restorer(net, self.device, **runtime)
+            for dataset in self.val_sets:
+                r = evaluate(
+                    restorer, dataset, self._val_degradation(dataset.layout), model_name=self.cfg.run.name
+                )
+                results[dataset.name] = {
+                    key: round(r[key], 4) for key in ("psnr", "ssim", "psnr_b") if key in r
+                }
+            net.train(was_training)
+        distributed.barrier()
+        return results
+
+    # ---- checkpoints
+
+    def summary(self) -> dict:
+        cfg = self.cfg
+        return {
+            "steps": self.step,
+            "total_steps": cfg.train.steps,
+            "seconds": round(self.elapsed, 1),
+            "world_size": self.dist.world_size,
+            "task": cfg.data.task,
+            "data": [
+                {"target": s.target, "input": s.input, "weight": s.weight, **s.degrade}
+                for s in cfg.data.train
+            ],
+            "validation": self.validation,
+        }
+
+    def _checkpoint(self, model: nn.Module, elapsed: float) -> None:
+        """Training state, then weights, from rank 0; every rank contributes its RNG state."""
+        rngs = distributed.gather(rng_state())
+        if self.dist.is_main:
+            state = {
+                "version": STATE_VERSION,
+                "step": self.step,
+                "elapsed": elapsed,
+                "model": model.state_dict(),
+                "ema": self.ema.module.state_dict() if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rngs,
+                "data": {"seed": self.cfg.run.seed, "step": self.step},
+                "validation": self.validation,
+                "config": self.cfg.to_dict(),
+            }
+            save_training_state(self.run_dir / STATE_FILE, state)
+            weights = self.ema.module if self.ema is not None else model
+            metadata = {
+                "preset": self.cfg.model.get("preset"),
+                "task": model.descriptor.task,
+                "scale": model.descriptor.scale,
+                "weights": "ema" if self.ema is not None else "raw",
+                "training": {**self.summary(), "seconds": round(elapsed, 1)},
+            }
+            save_weights(self.run_dir / WEIGHTS_FILE, model, metadata, state_dict=weights.state_dict())
+            if self.cfg.checkpoint.snapshots:
+                snapshot = self.run_dir / "snapshots" / f"step_{self.step:07d}.safetensors"
+                save_weights(snapshot, model, metadata, state_dict=weights.state_dict())
+        distributed.barrier()
+
+    def _restore(self, state: dict) -> None:
+        """Everything but the raw weights, which `__init__` loaded (and checked) already."""
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.validation = state.get("validation", {})
+        if self.dist.rank < len(state["rng"]):
+            set_rng_state(state["rng"][self.dist.rank])
+
+
+def train(cfg: Config) -> dict:
+    """Check the config and data, then train; the Python API behind `irformers train`."""
+    return Trainer(cfg).fit()
+
+
+__all__ = [
+    "EMA",
+    "Trainer",
+    "TrainingError",
+    "build_model_from_config",
+    "enable_grad_checkpointing",
+    "make_restorer",
+    "train",
+]

@@ -1,0 +1,351 @@
+"""The trainer: exact resume, data-parallel ranks, crash safety, precision options, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from irformers.cli import main
+from irformers.data.io import write_image
+from irformers.engine.checkpoint import load_model, load_training_state, read_metadata
+from irformers.engine.config import config_from_dict
+from irformers.engine.trainer import EMA, Trainer, build_model_from_config, enable_grad_checkpointing
+
+REPO = Path(__file__).resolve().parents[1]
+# A SemanIR small enough for milliseconds per step: one stage, 16x16 windows (256 tokens, so that
+# random k from 64 to 512 changes the dictionary), DropPath (so the torch RNG matters on resume).
+TINY_SEMANIR = {
+    "preset": "semanir-t-sr-x2",
+    "dim": 12,
+    "num_heads": 2,
+    "depths": [2],  # DropPath rates rise linearly from 0: the second layer drops
+    "window_size": 16,
+    "k": 16,
+    "cpb_hidden": 16,
+    "upsampler_features": 8,
+    "drop_path": 0.1,
+    "backend": "mask",
+}
+
+
+def _images(folder: Path, n: int, size: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        ramp = np.linspace(0, 150, size)[None, :, None] + np.linspace(0, 80, size)[:, None, None]
+        write_image(
+            folder / f"img{i}.png",
+            np.clip(ramp + rng.integers(0, 60, (size, size, 3)), 0, 255).astype(np.uint8),
+        )
+
+
+def _raw_config(tmp_path: Path, name: str = "run", **sections) -> dict:
+    if not (tmp_path / "data").is_dir():
+        _images(tmp_path / "data" / "train", 5, 40)
+        _images(tmp_path / "data" / "Val" / "HR", 2, 24)
+    raw = {
+        "model": dict(TINY_SEMANIR),
+        "data": {
+            "task": "sr",
+            "scale": 2,
+            "root": str(tmp_path / "data"),
+            "train": ["train"],
+            "patch_size": 16,
+            "batch_size": 2,
+            "num_workers": 0,
+        },
+        "train": {"steps": 6, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 2},
+        "val": {"sets": ["Val"], "every": 3},
+        "log": {"every": 1},
+        "checkpoint": {"every": 3},
+        "run": {"name": name, "out_dir": str(tmp_path / "runs"), "seed": 7, "threads": 1},
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return raw
+
+
+def _train(raw: dict) -> dict:
+    return Trainer(config_from_dict(raw)).fit()
+
+
+def _state(tmp_path: Path, name: str) -> dict:
+    return load_training_state(tmp_path / "runs" / name / "train_state.pt")
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    _train(_raw_config(tmp_path, "whole"))
+    # the same run in two sessions, with data-loader workers this time
+    workers = {"num_workers": 2}
+    _train(_raw_config(tmp_path, "split", data=workers, run={"stop_at": 3}))
+    assert _state(tmp_path, "split")["step"] == 3
+    summary = _train(_raw_config(tmp_path, "split", data=workers))
+    assert summary["steps"] == 6
+    whole, split = _state(tmp_path, "whole"), _state(tmp_path, "split")
+    for part in ("model", "ema"):
+        assert whole[part].keys() == split[part].keys()
+        for key in whole[part]:
+            assert torch.equal(whole[part][key], split[part][key]), (part, key)
+    for a, b in zip(whole["optimizer"]["state"].values(), split["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "runs" / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [r["resumed_from"] is not None for r in log if r["kind"] == "start"] == [False, True]
+    # the weights file holds the EMA weights and says so; its validation is the final one
+    weights = tmp_path / "runs" / "whole" / "model.safetensors"
+    meta = read_metadata(weights)
+    assert meta["weights"] == "ema" and meta["training"]["steps"] == 6
+    assert meta["training"]["validation"]["step"] == 6 and meta["training"]["validation"]["Val"]["psnr"] > 10
+    model = load_model(weights)
+    assert all(torch.equal(v, whole["ema"][k]) for k, v in model.state_dict().items())
+
+
+def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path):
+    raw = _raw_config(tmp_path, "ddp", data={"batch_size": 1}, train={"steps": 3}, val={"every": 0})
+    raw["model"]["drop_path"] = 0.0
+    (tmp_path / "ddp.yaml").write_text(json.dumps(raw))  # JSON is YAML
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    done = subprocess.run(
+        [*cmd, "-m", "irformers", "train", str(tmp_path / "ddp.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "ddp"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.yaml",
+        "log.jsonl",
+        "model.safetensors",
+        "train_state.pt",
+    ]
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in log] == ["start", "train", "train", "train", "val", "end"]  # written once
+    assert log[0]["world_size"] == 2
+    digests = log[-1]["weights_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    state = load_training_state(run / "train_state.pt")
+    assert len(state["rng"]) == 2
+    # 2 ranks x batch 1 see the patches of one process with batch 2: the same training, up to the
+    # order of floating-point sums in the gradient average
+    single = _raw_config(tmp_path, "single", data={"batch_size": 2}, train={"steps": 3}, val={"every": 0})
+    single["model"]["drop_path"] = 0.0
+    _train(single)
+    reference = _state(tmp_path, "single")["model"]
+    for key, value in state["model"].items():
+        torch.testing.assert_close(value, reference[key], atol=1e-5, rtol=1e-4)
+
+
+def test_sigkill_during_training_leaves_a_loadable_checkpoint(tmp_path):
+    raw = _raw_config(tmp_path, "killed", train={"steps": 100_000}, val={"sets": []}, checkpoint={"every": 1})
+    (tmp_path / "kill.yaml").write_text(json.dumps(raw))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "irformers", "train", str(tmp_path / "kill.yaml")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run = tmp_path / "runs" / "killed"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            log = run / "log.jsonl"
+            if log.is_file() and log.read_text().count('"train"') >= 8:  # in the middle of writing, mostly
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("training did not get going")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = load_training_state(run / "train_state.pt")
+    assert state["step"] >= 7
+    model = load_model(run / "model.safetensors")
+    assert read_metadata(run / "model.safetensors")["training"]["steps"] in (state["step"] - 1, state["step"])
+    assert model.descriptor.scale == 2
+    # and the run resumes from it (the killed write's temporary file is cleaned up)
+    summary = _train(_raw_config(tmp_path, "killed", train={"steps": state["step"] + 1}, val={"sets": []}))
+    assert summary["steps"] == state["step"] + 1
+    assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "train",
+    [
+        {
+            "precision": "bf16",
+            "optimizer": "adamw",
+            "weight_decay": 0.01,
+            "loss": "charbonnier",
+            "grad_clip": 0.1,
+        },
+        {"precision": "fp16", "schedule": "multistep", "milestones": [1], "loss": "mse", "ema_decay": 0.0},
+    ],
+)
+def test_precision_and_optimizer_options_train(tmp_path, train):
+    raw = _raw_config(tmp_path, "opts", train={"steps": 3, **train}, val={"sets": []})
+    summary = _train(raw)
+    assert summary["steps"] == 3
+    meta = read_metadata(tmp_path / "runs" / "opts" / "model.safetensors")
+    assert meta["weights"] == ("raw" if train.get("ema_decay") == 0.0 else "ema")
+    log = [json.loads(line) for line in (tmp_path / "runs" / "opts" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in log if r["kind"] == "train")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    spec = {**TINY_SEMANIR, "drop_path": 0.0}
+    torch.manual_seed(0)
+    plain = build_model_from_config(spec)
+    ckpt = build_model_from_config(spec)
+    ckpt.load_state_dict(plain.state_dict())
+    assert enable_grad_checkpointing(ckpt) == 1
+    x = torch.rand(2, 3, 16, 16)
+    for model in (plain, ckpt):
+        model(x, k=16).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    assert ckpt.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_ema_update_by_hand():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model, step=0)  # decay min(0.999, 1/10) = 0.1: 0.1 * 1 + 0.9 * 3
+    assert ema.module.weight.item() == pytest.approx(2.8)
+    ema.update(model, step=10_000)  # decay 0.999: 0.999 * 2.8 + 0.001 * 3
+    assert ema.module.weight.item() == pytest.approx(2.8002)
+
+
+def _cli_error(tmp_path, capsys, raw: dict, *extra: str) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(raw))
+    assert main(["train", str(path), *extra, "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsys):
+    raw = _raw_config(tmp_path)
+    assert main(["train", str(_write(tmp_path, raw)), "--check"]) == 0
+    assert "config OK: 5 training images" in capsys.readouterr().out
+    assert "unknown key 'train.lr_'" in _cli_error(tmp_path, capsys, raw, "train.lr_=1")
+    assert "unknown key 'model.kk' for preset semanir-t-sr-x2; did you mean 'k'?" in _cli_error(
+        tmp_path, capsys, raw, "model.kk=3"
+    )
+    assert "model.k: expected a int" in _cli_error(tmp_path, capsys, raw, "model.k=many")
+    assert "unknown model preset 'nope'" in _cli_error(tmp_path, capsys, raw, "model.preset=nope")
+    assert "upscales x2 but the data asks for x3" in _cli_error(tmp_path, capsys, raw, "data.scale=3")
+    gray = _cli_error(tmp_path, capsys, raw, "data.gray=true")
+    assert "takes 3 and gives 3 channels, but task 'sr' gray data gives 1" in gray
+    assert "no such folder" in _cli_error(tmp_path, capsys, raw, "data.train=[nowhere]")
+    assert "unknown dataset 'Set0'" in _cli_error(tmp_path, capsys, raw, "val.sets=[Set0]")
+    assert "no training state to resume from" in _cli_error(tmp_path, capsys, raw, "--resume", str(tmp_path))
+    broken = tmp_path / "data" / "train" / "img3.png"
+    broken.write_bytes(broken.read_bytes()[:100])
+    assert "img3.png: not a readable image" in _cli_error(tmp_path, capsys, raw)
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "good.yaml"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_tensorboard_is_optional(tmp_path, capsys):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raw = _raw_config(tmp_path, log={"tensorboard": True})
+        assert "pip install tensorboard" in _cli_error(tmp_path, capsys, raw)
+    else:
+        pytest.skip("tensorboard is installed: nothing to refuse")
+
+
+def test_init_from_other_scale_loads_what_fits(tmp_path):
+    from irformers.engine.checkpoint import save_weights
+
+    x2 = build_model_from_config(TINY_SEMANIR)
+    save_weights(tmp_path / "x2.safetensors", x2)
+    raw = _raw_config(tmp_path, train={"init": str(tmp_path / "x2.safetensors")}, val={"sets": []})
+    raw["model"]["preset"] = "semanir-t-sr-x3"
+    raw["data"]["scale"] = 3
+    raw["data"]["patch_size"] = 12
+    trainer = Trainer(config_from_dict(raw))
+    assert trainer.init_skipped and all(k.startswith("frame.upsample.") for k in trainer.init_skipped)
+    loaded = trainer.model.state_dict()
+    for key, value in x2.state_dict().items():
+        if key not in trainer.init_skipped:
+            assert torch.equal(loaded[key], value), key
+
+
+TINY_UNET = {"dims": [8, 16, 16, 16], "num_heads": [1, 1, 1, 1], "window_size": 8, "cpb_hidden": 16}
+
+
+@pytest.mark.parametrize(
+    "preset, data, val",
+    [
+        ("semanir-t-denoise-gray", {"task": "denoise", "sigma_range": [0, 50], "gray": True}, {"sigma": 25}),
+        ("semanir-t-jpeg-color", {"task": "jpeg", "quality_range": [10, 40]}, {"quality": 10}),
+        ("demosaic", {"task": "demosaic"}, {}),
+        ("semanir-t-denoise-color", {"task": "paired", "train": ["Pairs"]}, {"sets": ["Pairs"]}),
+        (
+            "semanir-t-denoise-color",  # an all-in-one mix, with a progressive patch schedule
+            {
+                "task": "paired",
+                "train": [
+                    {"target": "Pairs", "weight": 2},
+                    {"target": "train", "degrade": {"task": "jpeg", "quality": 20}},
+                ],
+                "progressive": [
+                    {"start": 0, "patch_size": 16, "batch_size": 2},
+                    {"start": 1, "patch_size": 32, "batch_size": 1},
+                ],
+            },
+            {"sets": ["Pairs"]},
+        ),
+    ],
+    ids=["denoise-blind-gray", "jpeg-blind-color", "demosaic", "paired", "mix-progressive"],
+)
+def test_every_task_trains_and_validates(tmp_path, preset, data, val):
+    _images(tmp_path / "data" / "train", 3, 40)
+    _images(tmp_path / "data" / "Val", 1, 32)
+    _images(tmp_path / "data" / "Pairs" / "target", 3, 40)
+    _images(tmp_path / "data" / "Pairs" / "input", 3, 40)
+    model = {"preset": preset, **TINY_UNET}
+    if preset == "demosaic":  # no tiny demosaicking preset: the gray denoiser's network, mosaic in, RGB out
+        model = {
+            **model,
+            "preset": "semanir-t-denoise-gray",
+            "task": "demosaic",
+            "out_channels": 3,
+            "bayer_input": True,
+        }
+    raw = _raw_config(
+        tmp_path,
+        train={"steps": 2, "warmup_steps": 1},
+        data={"train": ["train"], "scale": 1, "patch_size": 16, **data},
+        val={"sets": ["Val"], **val},
+    )
+    raw["model"] = model
+    summary = _train(raw)
+    scores = summary["validation"][raw["val"]["sets"][0]]
+    assert (
+        summary["steps"] == 2
+        and np.isfinite(scores["psnr"])
+        and ("psnr_b" in scores) == (data["task"] == "jpeg")
+    )
