@@ -11,7 +11,7 @@ every large block, so that freed memory leaves the RSS; CUDA: the allocator's pe
 the three layers so that load from other processes spreads over all of them; the time reported is the
 minimum. The exponent b of time ~ pixels^b is fitted by least squares on log-log axes. The receptive
 field of one layer is measured too: the input pixels with a non-zero gradient for one output pixel.
-Writes benchmarks/results/complexity.json and complexity.png (drawn with Pillow).
+Writes benchmarks/results/complexity.json and docs/complexity.png (drawn with Pillow).
 
     python benchmarks/complexity.py [--sizes 64 128 256 512] [--repeat 2] [--threads 2] [--device cpu]
 """
@@ -44,6 +44,7 @@ P_WINDOW, P_REGION, L3_MAX = 16, 64, 16
 SEMANIR_WINDOW, SEMANIR_K = 32, 512
 MAC_SIZES = (1024, 2048)  # counted only (meta device): beyond 1024 L3 blocks stop growing
 RESULTS = HERE / "results"
+PLOT = HERE.parent / "docs" / "complexity.png"
 COLORS = {
     "hiir": (214, 39, 40),
     "semanir": (31, 119, 180),
@@ -405,8 +406,8 @@ def main() -> None:
         f" k={SEMANIR_K}), window attention ({P_WINDOW}) - {info['device']},"
         f" {torch.get_num_threads()} threads, float32"
     )
-    plot(rows, macs, fits, title, args.out / "complexity.png")
-    print(f"wrote {args.out / 'complexity.json'} and {args.out / 'complexity.png'}")
+    plot(rows, macs, fits, title, PLOT)
+    print(f"wrote {args.out / 'complexity.json'} and {PLOT}")
 
 
 if __name__ == "__main__":
