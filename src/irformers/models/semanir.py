@@ -497,6 +497,8 @@ class SemanIR(nn.Module):
                 k = self.k
         if k < 1:
             raise ValueError(f"semanir: k must be >= 1, got {k}")
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"semanir: unknown backend {backend!r}; expected one of {BACKENDS}")
         return self.frame(x, k=k, backend=backend)
 
 
