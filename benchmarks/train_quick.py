@@ -13,8 +13,8 @@ same command for the baseline pseudo-model.
     python benchmarks/train_quick.py [--runs semanir-sr-x2,hiir-sr-x2,semanir-denoise-gray]
                                      [--data-root DIR] [--out-dir runs] [--threads 2]
 
-Writes `benchmarks/results/train_quick.json` and prints a markdown table. Not part of CI (~10 minutes a
-run on 2 cores); the weights stay under `--out-dir` (git-ignored).
+Writes `benchmarks/results/train_quick.json` and prints a markdown table. Not part of CI (6-8 minutes a
+run on 2 quiet cores, about 21 minutes for the three); the weights stay under `--out-dir` (git-ignored).
 """
 
 from __future__ import annotations
