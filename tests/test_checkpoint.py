@@ -32,6 +32,9 @@ def test_weights_file_rebuilds_its_model(model, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # shareable like any file, not 0600
 
 
 @pytest.mark.parametrize("layout", ["params_ema", "params", "state_dict", "module_prefix", "plain"])

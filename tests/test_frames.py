@@ -84,6 +84,22 @@ def test_continuous_position_bias_shape_range_and_params():
     assert sum(p.numel() for p in cpb.parameters()) == 2 * 512 + 512 + 512 * 4
 
 
+def test_position_bias_table_is_cached_only_without_autograd_and_until_weights_change():
+    cpb = ContinuousPositionBias(2, hidden=16)
+    with torch.no_grad():
+        first = cpb((4, 4))
+        assert cpb((4, 4)) is first  # reused
+        assert cpb((2, 2)) is not first  # one table per window size
+        cpb.mlp[2].weight.mul_(2)  # in-place, as an optimizer step or load_state_dict does
+        changed = cpb((4, 4))
+    assert changed is not first and not torch.equal(changed, first)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cpb((4, 4)).dtype == torch.bfloat16  # not the fp32 table cached outside autocast
+    trained = cpb((4, 4))
+    assert trained.requires_grad and trained is not changed  # with autograd: always recomputed
+    torch.testing.assert_close(trained.detach(), changed)
+
+
 def test_mlp_and_droppath():
     mlp = Mlp(6, ratio=2)
     assert sum(p.numel() for p in mlp.parameters()) == 6 * 12 + 12 + 12 * 6 + 6

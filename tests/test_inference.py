@@ -267,3 +267,16 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         load_model(path, arch="baseline-t-sr-x2")
     assert not exploit.marker.exists()
+
+
+def test_compiled_restorer_matches_eager():
+    """`--compile`: torch.compile runs the same network (tiles of one shape compile once)."""
+    torch.manual_seed(0)
+    model = build_model(TINY_SR).eval()
+    img = np.random.default_rng(2).random((40, 48, 3), dtype=np.float32)
+    eager = Restorer(model, tile="none", device="cpu")(img)
+    compiled = Restorer(model, tile=32, overlap=16, device="cpu", compile=True)
+    np.testing.assert_allclose(
+        compiled(img), Restorer(model, tile=32, overlap=16, device="cpu")(img), atol=1e-4
+    )
+    assert psnr(np.clip(compiled(img), 0, 1), np.clip(eager, 0, 1)) >= 40

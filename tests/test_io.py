@@ -404,7 +404,7 @@ def test_failed_write_of_new_file_leaves_nothing(tmp_path, monkeypatch):
         write_image(tmp_path / "new.png", np.zeros((4, 4, 3), np.float32))
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []
-    assert seen and seen[0].startswith(".new.tmp-") and seen[0].endswith(".png")
+    assert seen and seen[0].startswith(".new.png.tmp-")  # a hidden temporary beside the destination
 
 
 def test_written_file_gets_the_usual_permissions(tmp_path):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from irformers import models
 from irformers.models import build_model, count_params, get_preset, list_presets, semanir
+from irformers.models.presets import bundled_weights
 from irformers.models.semanir import KSAttention, build_dictionary, choose_backend
 
 # --------------------------------------------------------------------------- dictionary
@@ -286,7 +287,8 @@ def test_small_presets_are_small_and_listed(monkeypatch):
             "reported_params",
             "weights",
         }
-        assert r["arch"] == "semanir" and r["reported_params"] is None and r["weights"] is False
+        assert r["arch"] == "semanir" and r["reported_params"] is None
+        assert r["weights"] == (bundled_weights(r["name"]) is not None)
         assert 0 < r["params"] < 2_000_000
         model = build_model(r["name"])
         assert r["params"] == sum(p.numel() for p in model.parameters())  # meta count == real count

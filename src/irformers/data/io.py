@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -101,6 +101,24 @@ def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return np.rint(np.clip(pixels, 0.0, 1.0) * _PEAK[bit_depth]).astype(_DTYPE[bit_depth])
 
 
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Run `write(tmp)` on a new file beside `path`, then rename it into place (atomic on one file
+    system): readers never see a half-written file, and a crash leaves any old file untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
+    try:
+        with open(tmp, "xb"):  # created with the umask's permissions (mkstemp would give 0600)
+            pass
+        mode = tmp.stat().st_mode
+        write(tmp)
+        os.chmod(tmp, mode)  # writers that recreate the file (safetensors) keep those permissions
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_image(
     path: str | Path,
     pixels: np.ndarray,
@@ -152,16 +170,11 @@ def write_image(
     if not ok:
         raise _error(path, f"the {ext} encoder failed")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder, so os.replace is an atomic rename; "x" mode creates the file honouring the umask.
-    tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(8)}{path.suffix}")
-    try:
-        with open(tmp, "xb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _error(path: str | Path, problem: str) -> ImageError:

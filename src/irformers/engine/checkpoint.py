@@ -9,8 +9,6 @@ read with `torch.load(weights_only=True)`, which refuses pickles that would run 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from irformers.data.io import atomic_write
 
 METADATA_KEY = "irformers"
 # Where other toolkits keep the weights inside a checkpoint dict, in order of preference
@@ -28,19 +28,6 @@ PREFIXES = ("module.", "model.", "net.")
 
 class CheckpointError(ValueError):
     """A weights file that cannot be used; the message is one line naming the file."""
-
-
-def atomic_write(path: Path, write) -> None:
-    """Run `write(tmp_path)` and move the result into place, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(

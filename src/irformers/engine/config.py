@@ -393,7 +393,7 @@ def check(cfg: Config) -> None:
 
 def save_config(cfg: Config, path: Path) -> None:
     """The resolved config, next to the run, so the run can be repeated exactly."""
-    from irformers.engine.checkpoint import atomic_write
+    from irformers.data.io import atomic_write
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     atomic_write(path, lambda tmp: tmp.write_text(text))

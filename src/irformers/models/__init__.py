@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .descriptor import ModelDescriptor, Preset
-from .presets import ARCHITECTURES, PRESETS, get_preset
+from .presets import ARCHITECTURES, PRESETS, bundled_weights, get_preset
 from .semanir import SemanIR
 
 __all__ = ["PRESETS", "ModelDescriptor", "Preset", "SemanIR", "build_model", "get_preset", "list_presets"]
@@ -49,7 +49,7 @@ def list_presets() -> list[dict]:
             "in_channels": p.in_channels,
             "params": count_params(p.config),
             "reported_params": p.reported_params_m,
-            "weights": False,
+            "weights": bundled_weights(p.name) is not None,
         }
         for p in PRESETS.values()
     ]

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .descriptor import ModelDescriptor, Preset
-from .frames import DEFAULT_RGB_MEAN, ColumnarFrame, StageSpec
+from .descriptor import Preset
+from .frames import DEFAULT_RGB_MEAN, FramedModel, StageSpec
 from .layers import (
     ContinuousPositionBias,
     DropPath,
@@ -152,61 +152,26 @@ DEFAULTS = {
 }
 
 
-class WindowBaseline(nn.Module):
+class WindowBaseline(FramedModel):
     """The columnar frame built from window-attention stages; `model(x)` (other run-time options ignored)."""
 
-    def __init__(self, config: dict) -> None:
-        super().__init__()
-        unknown = set(config) - set(DEFAULTS) - {"name"}
-        if unknown:
-            raise ValueError(f"baseline config: unknown keys {sorted(unknown)}")
-        cfg = {**DEFAULTS, **config}
-        if cfg["layout"] != "columnar":
-            raise ValueError(f"baseline config: only the columnar layout exists, got {cfg['layout']!r}")
-        self.config = cfg
-        total = sum(cfg["depths"])
-        rates = [cfg["drop_path"] * i / max(total - 1, 1) for i in range(total)]
-        starts = [sum(cfg["depths"][:i]) for i in range(len(cfg["depths"]))]
+    arch = "baseline"
+    columnar_defaults = DEFAULTS
 
-        def stage_factory(spec: StageSpec) -> nn.Module:
-            return WindowStage(
-                spec.dim,
-                spec.depth,
-                spec.num_heads,
-                window=cfg["window_size"],
-                stage_conv=cfg["stage_conv"],
-                mlp_ratio=cfg["mlp_ratio"],
-                drop_path=rates[starts[spec.index] : starts[spec.index] + spec.depth],
-            )
-
-        self.frame = ColumnarFrame(
-            stage_factory,
-            in_channels=cfg["in_channels"],
-            out_channels=cfg["out_channels"],
-            dim=cfg["dim"],
-            depths=cfg["depths"],
-            num_heads=cfg["num_heads"],
-            scale=cfg["scale"],
-            body_conv=cfg["stage_conv"],
-            size_multiple=cfg["window_size"],
-            upsampler_features=cfg["upsampler_features"],
-            rgb_mean=cfg["rgb_mean"] if cfg["in_channels"] == 3 else None,
-        )
-        self.descriptor = ModelDescriptor(
-            arch="baseline",
-            task=cfg["task"],
-            scale=cfg["scale"],
-            in_channels=cfg["in_channels"],
-            out_channels=cfg["out_channels"],
-            size_multiple=cfg["window_size"],
+    def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
+        cfg = self.config
+        return WindowStage(
+            spec.dim,
+            spec.depth,
+            spec.num_heads,
+            window=cfg["window_size"],
+            stage_conv=cfg["stage_conv"],
+            mlp_ratio=cfg["mlp_ratio"],
+            drop_path=drop_path,
         )
 
-    def forward(self, x: Tensor, **_) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.descriptor.in_channels:
-            raise ValueError(
-                f"baseline: expected input (B, {self.descriptor.in_channels}, H, W), got {tuple(x.shape)}"
-            )
-        return self.frame(x)
+    def size_multiple(self, cfg: dict) -> int:
+        return cfg["window_size"]
 
 
 def build(config: dict) -> WindowBaseline:

@@ -4,6 +4,10 @@
 `UNetFrame` is the Restormer-like 4-level encoder-decoder. Both pad the input once to the model's size
 multiple (reflect) and crop the output back, so callers never pad. A stage is any module mapping
 channels-last tokens `(B, H, W, C) -> (B, H, W, C)`, called as `stage(x, **runtime)`.
+
+`FramedModel` is what SemanIR, Hi-IR and the window baseline share: config checking, the choice of
+frame, the drop-path schedule and the descriptor. An architecture only supplies its defaults, its
+stage and its size multiple.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .descriptor import ModelDescriptor
 from .layers import BayerBilinear, make_stage_conv, pad_to_multiple
 
 
@@ -205,3 +210,94 @@ class UNetFrame(nn.Module):
         if self.global_residual:
             out = out + x
         return out[..., :h, :w]
+
+
+class FramedModel(nn.Module):
+    """An architecture's stages in the frame its config's `layout` names; `model(x, **runtime)`.
+
+    Subclasses set `arch`, `columnar_defaults` (and `unet_defaults` if they have a U-shaped layout),
+    and implement `make_stage` and `size_multiple`. The config keeps every default, so a saved
+    config rebuilds the same network even if a default changes later.
+    """
+
+    arch: str
+    columnar_defaults: dict
+    unet_defaults: dict | None = None
+    supports_k: bool = False
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        layout = config.get("layout", "columnar")
+        defaults = {"columnar": self.columnar_defaults, "unet": self.unet_defaults}.get(layout)
+        if defaults is None:
+            raise ValueError(f"{self.arch} config: unknown layout {layout!r}")
+        unknown = set(config) - set(defaults) - {"name"}
+        if unknown:
+            raise ValueError(f"{self.arch} config: unknown keys {sorted(unknown)}")
+        self.config = cfg = {**defaults, **config}
+        multiple = self.size_multiple(cfg)
+        unet = layout == "unet"
+        # layer counts in stage-index order (U-Net: encoders, bottleneck, decoders 2..0, refinement)
+        depths = list(cfg["depths"])
+        if unet:
+            depths += [*cfg["decoder_depths"][::-1], cfg["refinement_depth"]]
+        total = sum(depths)
+        rates = [cfg["drop_path"] * i / max(total - 1, 1) for i in range(total)]  # linear, as in Swin
+        starts = [sum(depths[:i]) for i in range(len(depths))]
+
+        def stage_factory(spec: StageSpec) -> nn.Module:
+            return self.make_stage(spec, rates[starts[spec.index] : starts[spec.index] + spec.depth])
+
+        if unet:
+            self.frame: nn.Module = UNetFrame(
+                stage_factory,
+                in_channels=cfg["in_channels"],
+                out_channels=cfg["out_channels"],
+                dims=cfg["dims"],
+                depths=cfg["depths"],
+                decoder_depths=cfg["decoder_depths"],
+                num_heads=cfg["num_heads"],
+                refinement_depth=cfg["refinement_depth"],
+                size_multiple=multiple,
+                global_residual=cfg["global_residual"],
+                bayer_input=cfg["bayer_input"],
+            )
+        else:
+            self.frame = ColumnarFrame(
+                stage_factory,
+                in_channels=cfg["in_channels"],
+                out_channels=cfg["out_channels"],
+                dim=cfg["dim"],
+                depths=cfg["depths"],
+                num_heads=cfg["num_heads"],
+                scale=cfg["scale"],
+                body_conv=cfg.get("body_conv", cfg["stage_conv"]),
+                size_multiple=multiple,
+                upsampler_features=cfg["upsampler_features"],
+                rgb_mean=cfg["rgb_mean"] if cfg["in_channels"] == 3 else None,
+            )
+        self.descriptor = ModelDescriptor(
+            arch=self.arch,
+            task=cfg["task"],
+            scale=1 if unet else cfg["scale"],
+            in_channels=cfg["in_channels"],
+            out_channels=cfg["out_channels"],
+            size_multiple=multiple,
+            supports_k=self.supports_k,
+        )
+
+    def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
+        """The stage at `spec`, with one drop-path rate per layer."""
+        raise NotImplementedError
+
+    def size_multiple(self, cfg: dict) -> int:
+        """What the input's sides must be multiples of for the stages to need no padding of their own."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, **runtime) -> torch.Tensor:
+        """Run-time options (SemanIR's `k=`, `backend=`) reach every stage; stages ignore the others'."""
+        if x.dim() != 4 or x.shape[1] != self.descriptor.in_channels:
+            raise ValueError(
+                f"{self.arch}: expected input (B, {self.descriptor.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        return self.frame(x, **runtime)

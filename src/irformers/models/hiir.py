@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .descriptor import ModelDescriptor, Preset
-from .frames import DEFAULT_RGB_MEAN, ColumnarFrame, StageSpec, UNetFrame
+from .descriptor import Preset
+from .frames import DEFAULT_RGB_MEAN, FramedModel, StageSpec
 from .layers import (
     ContinuousPositionBias,
     DropPath,
@@ -377,97 +377,39 @@ def _per_level(value: int | Sequence[int], name: str) -> list[int]:
     return values
 
 
-class HiIR(nn.Module):
-    """A frame (columnar for SR, U-shaped for the other tasks) built from Hi-IR stages."""
+class HiIR(FramedModel):
+    """A frame (columnar for SR, U-shaped for the other tasks) built from Hi-IR stages; `model(x)`."""
 
-    def __init__(self, config: dict) -> None:
-        super().__init__()
-        defaults = UNET_DEFAULTS if config.get("layout", "columnar") == "unet" else COLUMNAR_DEFAULTS
-        unknown = set(config) - set(defaults) - {"name"}
-        if unknown:
-            raise ValueError(f"hiir config: unknown keys {sorted(unknown)}")
-        cfg = {**defaults, **config}
-        self.config = cfg
-        unet = cfg["layout"] == "unet"
-        windows = _per_level(cfg["window_size"], "window_size") if unet else [cfg["window_size"]]
-        regions = _per_level(cfg["region_size"], "region_size") if unet else [cfg["region_size"]]
+    arch = "hiir"
+    columnar_defaults = COLUMNAR_DEFAULTS
+    unet_defaults = UNET_DEFAULTS
 
-        # layer counts in stage-index order (U-Net: encoders, bottleneck, decoders 2..0, refinement)
-        depths = list(cfg["depths"])
-        if unet:
-            depths += [*cfg["decoder_depths"][::-1], cfg["refinement_depth"]]
-        total = sum(depths)
-        rates = [cfg["drop_path"] * i / max(total - 1, 1) for i in range(total)]  # linear, as in Swin
-        starts = [sum(depths[:i]) for i in range(len(depths))]
+    def _levels(self, cfg: dict, key: str) -> list[int]:
+        return _per_level(cfg[key], key) if cfg["layout"] == "unet" else [cfg[key]]
 
-        def stage_factory(spec: StageSpec) -> nn.Module:
-            return HiIRStage(
-                spec.dim,
-                spec.depth,
-                spec.num_heads,
-                window=windows[spec.level],
-                region=regions[spec.level],
-                stage_conv=cfg["stage_conv"],
-                version=cfg["version"],
-                use_l3=cfg["use_l3"],
-                drop_path=rates[starts[spec.index] : starts[spec.index] + spec.depth],
-                mlp_ratio=cfg["mlp_ratio"],
-                norm=cfg["norm"],
-                l3_max_regions=cfg["l3_max_regions"],
-                permute=cfg["permute"],
-                attn_type=cfg["attn_type"],
-            )
-
-        if unet:
-            # every level's feature map must be a multiple of its region: level i is 1/2**i of the input
-            size_multiple = math.lcm(8, *(r * 2**i for i, r in enumerate(regions)))
-            self.frame: nn.Module = UNetFrame(
-                stage_factory,
-                in_channels=cfg["in_channels"],
-                out_channels=cfg["out_channels"],
-                dims=cfg["dims"],
-                depths=cfg["depths"],
-                decoder_depths=cfg["decoder_depths"],
-                num_heads=cfg["num_heads"],
-                refinement_depth=cfg["refinement_depth"],
-                size_multiple=size_multiple,
-                global_residual=cfg["global_residual"],
-                bayer_input=cfg["bayer_input"],
-            )
-        else:
-            size_multiple = regions[0]
-            self.frame = ColumnarFrame(
-                stage_factory,
-                in_channels=cfg["in_channels"],
-                out_channels=cfg["out_channels"],
-                dim=cfg["dim"],
-                depths=cfg["depths"],
-                num_heads=cfg["num_heads"],
-                scale=cfg["scale"],
-                body_conv=cfg["stage_conv"],
-                size_multiple=size_multiple,
-                upsampler_features=cfg["upsampler_features"],
-                rgb_mean=cfg["rgb_mean"] if cfg["in_channels"] == 3 else None,
-            )
-        self.descriptor = ModelDescriptor(
-            arch="hiir",
-            task=cfg["task"],
-            scale=1 if unet else cfg["scale"],
-            in_channels=cfg["in_channels"],
-            out_channels=cfg["out_channels"],
-            size_multiple=size_multiple,
-            dtypes=("float32", "bfloat16", "float16"),
-            supports_k=False,
-            fp16_safe=False,
+    def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
+        cfg = self.config
+        return HiIRStage(
+            spec.dim,
+            spec.depth,
+            spec.num_heads,
+            window=self._levels(cfg, "window_size")[spec.level],
+            region=self._levels(cfg, "region_size")[spec.level],
+            stage_conv=cfg["stage_conv"],
+            version=cfg["version"],
+            use_l3=cfg["use_l3"],
+            drop_path=drop_path,
+            mlp_ratio=cfg["mlp_ratio"],
+            norm=cfg["norm"],
+            l3_max_regions=cfg["l3_max_regions"],
+            permute=cfg["permute"],
+            attn_type=cfg["attn_type"],
         )
 
-    def forward(self, x: Tensor, **_) -> Tensor:
-        """`model(x)`; run-time options meant for other architectures (SemanIR's `k=`) are ignored."""
-        if x.dim() != 4 or x.shape[1] != self.descriptor.in_channels:
-            raise ValueError(
-                f"hiir: expected input (B, {self.descriptor.in_channels}, H, W), got {tuple(x.shape)}"
-            )
-        return self.frame(x)
+    def size_multiple(self, cfg: dict) -> int:
+        # every level's feature map must be a multiple of its region: level i is 1/2**i of the input
+        regions = self._levels(cfg, "region_size")
+        return math.lcm(8, *(r * 2**i for i, r in enumerate(regions))) if len(regions) > 1 else regions[0]
 
 
 def build(config: dict) -> HiIR:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 from .descriptor import Preset
@@ -21,3 +22,12 @@ def get_preset(name: str) -> Preset:
     except KeyError:
         known = ", ".join(sorted(PRESETS))
         raise KeyError(f"unknown model preset {name!r}; known presets: {known}") from None
+
+
+WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # weights shipped in the package: <preset>.safetensors
+
+
+def bundled_weights(preset: str) -> Path | None:
+    """The weights file shipped with the package for `preset`, if any."""
+    path = WEIGHTS_DIR / f"{preset}.safetensors"
+    return path if path.is_file() else None

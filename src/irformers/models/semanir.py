@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .descriptor import ModelDescriptor, Preset
-from .frames import DEFAULT_RGB_MEAN, ColumnarFrame, StageSpec, UNetFrame
+from .descriptor import Preset
+from .frames import DEFAULT_RGB_MEAN, FramedModel, StageSpec
 from .layers import (
     ContinuousPositionBias,
     DropPath,
@@ -397,99 +397,52 @@ UNET_DEFAULTS = {
 }
 
 
-class SemanIR(nn.Module):
+class SemanIR(FramedModel):
     """A frame (columnar or U-shaped) built from SemanIR stages; `model(x, k=None, backend=None)`.
 
     k=None uses `config["k"]`, or in training mode with `train_k="random"` a k drawn from
     `RANDOM_K_CHOICES` (one draw per forward pass, shared by all stages).
     """
 
+    arch = "semanir"
+    columnar_defaults = COLUMNAR_DEFAULTS
+    unet_defaults = UNET_DEFAULTS
+    supports_k = True
+
     def __init__(self, config: dict) -> None:
-        super().__init__()
-        defaults = UNET_DEFAULTS if config.get("layout", "columnar") == "unet" else COLUMNAR_DEFAULTS
-        unknown = set(config) - set(defaults) - {"name"}
-        if unknown:
-            raise ValueError(f"semanir config: unknown keys {sorted(unknown)}")
-        cfg = {**defaults, **config}
-        if cfg["train_k"] not in ("random", "fixed"):
-            raise ValueError(f"semanir config: train_k must be 'random' or 'fixed', got {cfg['train_k']!r}")
-        self.config = cfg
-        self.k = int(cfg["k"])
-        self.random_k = cfg["train_k"] == "random"
+        super().__init__(config)
+        train_k = self.config["train_k"]
+        if train_k not in ("random", "fixed"):
+            raise ValueError(f"semanir config: train_k must be 'random' or 'fixed', got {train_k!r}")
+        self.k = int(self.config["k"])
+        self.random_k = self.config["train_k"] == "random"
 
-        # layer counts in stage-index order (U-Net: encoders, bottleneck, decoders 2..0, refinement)
-        depths = list(cfg["depths"])
-        if cfg["layout"] == "unet":
-            depths += [*cfg["decoder_depths"][::-1], cfg["refinement_depth"]]
-        total = sum(depths)
-        rates = [cfg["drop_path"] * i / max(total - 1, 1) for i in range(total)]  # linear, as in Swin
-        starts = [sum(depths[:i]) for i in range(len(depths))]
-
-        def stage_factory(spec: StageSpec) -> nn.Module:
-            return SemanIRStage(
-                spec.dim,
-                spec.depth,
-                spec.num_heads,
-                window_size=cfg["window_size"],
-                k=self.k,
-                similarity=cfg["similarity"],
-                stage_conv=cfg["stage_conv"],
-                drop_path=rates[starts[spec.index] : starts[spec.index] + spec.depth],
-                mlp_ratio=cfg["mlp_ratio"],
-                norm=cfg["norm"],
-                attn_type=cfg["attn_type"],
-                backend=cfg["backend"],
-                cpb_hidden=cfg["cpb_hidden"],
-                memory_mb=cfg["memory_mb"],
-            )
-
-        if cfg["layout"] == "columnar":
-            self.frame: nn.Module = ColumnarFrame(
-                stage_factory,
-                in_channels=cfg["in_channels"],
-                out_channels=cfg["out_channels"],
-                dim=cfg["dim"],
-                depths=cfg["depths"],
-                num_heads=cfg["num_heads"],
-                scale=cfg["scale"],
-                body_conv=cfg["body_conv"],
-                size_multiple=cfg["window_size"],
-                upsampler_features=cfg["upsampler_features"],
-                rgb_mean=cfg["rgb_mean"] if cfg["in_channels"] == 3 else None,
-            )
-            size_multiple = cfg["window_size"]
-        else:
-            size_multiple = math.lcm(8, cfg["window_size"])
-            self.frame = UNetFrame(
-                stage_factory,
-                in_channels=cfg["in_channels"],
-                out_channels=cfg["out_channels"],
-                dims=cfg["dims"],
-                depths=cfg["depths"],
-                decoder_depths=cfg["decoder_depths"],
-                num_heads=cfg["num_heads"],
-                refinement_depth=cfg["refinement_depth"],
-                size_multiple=size_multiple,
-                global_residual=cfg["global_residual"],
-                bayer_input=cfg["bayer_input"],
-            )
-        self.descriptor = ModelDescriptor(
-            arch="semanir",
-            task=cfg["task"],
-            scale=cfg["scale"] if cfg["layout"] == "columnar" else 1,
-            in_channels=cfg["in_channels"],
-            out_channels=cfg["out_channels"],
-            size_multiple=size_multiple,
-            dtypes=("float32", "bfloat16", "float16"),
-            supports_k=True,
-            fp16_safe=False,
+    def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
+        cfg = self.config
+        return SemanIRStage(
+            spec.dim,
+            spec.depth,
+            spec.num_heads,
+            window_size=cfg["window_size"],
+            k=int(cfg["k"]),
+            similarity=cfg["similarity"],
+            stage_conv=cfg["stage_conv"],
+            drop_path=drop_path,
+            mlp_ratio=cfg["mlp_ratio"],
+            norm=cfg["norm"],
+            attn_type=cfg["attn_type"],
+            backend=cfg["backend"],
+            cpb_hidden=cfg["cpb_hidden"],
+            memory_mb=cfg["memory_mb"],
         )
 
+    def size_multiple(self, cfg: dict) -> int:
+        if cfg["layout"] == "columnar":
+            return cfg["window_size"]
+        # level i is 1/2**i of the input; a stage pads to its window where the level is smaller
+        return math.lcm(8, cfg["window_size"])
+
     def forward(self, x: torch.Tensor, k: int | None = None, backend: str | None = None) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.descriptor.in_channels:
-            raise ValueError(
-                f"semanir: expected input (B, {self.descriptor.in_channels}, H, W), got {tuple(x.shape)}"
-            )
         if k is None:
             if self.training and self.random_k:
                 k = RANDOM_K_CHOICES[int(torch.randint(len(RANDOM_K_CHOICES), ()))]
@@ -499,7 +452,7 @@ class SemanIR(nn.Module):
             raise ValueError(f"semanir: k must be >= 1, got {k}")
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"semanir: unknown backend {backend!r}; expected one of {BACKENDS}")
-        return self.frame(x, k=k, backend=backend)
+        return super().forward(x, k=k, backend=backend)
 
 
 def build(config: dict) -> SemanIR:

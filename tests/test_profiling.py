@@ -1,0 +1,82 @@
+"""irformers.profiling and `irformers bench`: counts checked against hand-computed ones, CLI contract."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import pytest
+import torch
+from torch import nn
+
+from irformers import profiling
+from irformers.cli import main
+from irformers.models import build_model
+
+CPU = torch.device("cpu")
+
+
+def test_macs_of_a_convolution_match_the_hand_count():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    assert profiling.count_macs(conv, (2, 3, 16, 20)) == 2 * 16 * 20 * 8 * 3 * 9
+
+
+def test_semanir_macs_follow_k_and_every_architecture_grows_linearly_in_pixels():
+    model = build_model("semanir-t-sr-x2")  # window 16: N = 256 keys per window at most
+    small, large = (profiling.count_macs(model, (1, 3, 32, 32), k=k) for k in (16, 128))
+    assert small < large  # the sparse work is counted, not dense scores
+    for name in ("semanir-t-sr-x2", "hiir-t-sr-x2", "baseline-t-sr-x2"):
+        model = build_model(name)
+        m64, m128 = (profiling.count_macs(model, (1, 3, s, s)) for s in (64, 128))
+        assert 3.9 < m128 / m64 < 4.1, name
+
+
+def test_time_calls_times_only_the_measured_calls():
+    calls = []
+    times = profiling.time_calls(lambda: calls.append(1), CPU, repeat=4, warmup=3)
+    assert len(times) == 4 and len(calls) == 7 and all(t >= 0 for t in times)
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="RSS peak needs Linux + glibc"
+)
+def test_peak_memory_sees_a_temporary_allocation():
+    def allocate():
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, freed on return
+        return float(x[0])
+
+    peak = profiling.peak_memory_mb(allocate, CPU)
+    assert 60 < peak < 200
+    assert profiling.peak_memory_mb(lambda: None, CPU) < 16
+
+
+def test_profile_model_reports_consistent_figures():
+    model = build_model("hiir-t-sr-x2")
+    r = profiling.profile_model(model, (1, 3, 32, 32), device=CPU, repeat=2)
+    assert r["params"] == sum(p.numel() for p in model.parameters())
+    assert r["macs"] == profiling.count_macs(model, (1, 3, 32, 32))
+    assert r["gflops"] == pytest.approx(2 * r["macs"] / (r["median_ms"] / 1000) / 1e9)
+    assert len(r["times_ms"]) == 2 and r["min_ms"] <= r["median_ms"]
+    assert profiling.matmul_peak_gflops(CPU, size=256, repeat=2) > 0
+
+
+def test_bench_cli_json_one_row_per_k(capsys):
+    code = main(
+        ["bench", "semanir-t-sr-x2", "baseline-t-sr-x2", "--size", "32", "--k", "16,64", "--repeat", "1",
+         "--no-memory", "--json"]
+    )  # fmt: skip
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = [(r["model"], r["k"]) for r in out["rows"]]
+    assert rows == [("semanir-t-sr-x2", 16), ("semanir-t-sr-x2", 64), ("baseline-t-sr-x2", None)]
+    assert out["machine"]["device"] == "cpu" and out["rows"][0]["macs"] < out["rows"][1]["macs"]
+
+
+def test_bench_cli_table_and_errors(capsys):
+    assert main(["bench", "hiir-t-sr-x2", "--size", "32", "--repeat", "1", "--matmul-peak"]) == 0
+    out = capsys.readouterr().out
+    assert "hiir-t-sr-x2" in out and "matmul peak" in out and "MACs = FLOPs / 2" in out
+    assert main(["bench", "hiir-t-sr-x2", "--precision", "int8"]) == 2
+    assert "--precision int8" in capsys.readouterr().err
+    assert main(["bench", "no-such-model"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
