@@ -16,10 +16,8 @@ benchmarks/results/attention.json.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from irformers import profiling
 from irformers.models import semanir
 
 NS = (256, 1024, 4096)
@@ -43,46 +42,6 @@ BACKENDS = {
 }
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def peak_memory_mb(fn, device: torch.device) -> float | None:
-    """Extra memory one call needs at its peak (CUDA allocator stats, or the Linux RSS high-water mark)."""
-    gc.collect()
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        _sync(device)
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    if not _reset_peak():
-        return None
-    base = _status_kb("VmRSS")
-    fn()
-    return (_status_kb("VmHWM") - base) / 1024
-
-
 def measure(fns: dict, repeat: int, device: torch.device) -> dict[str, dict]:
     """Per backend: min and median milliseconds over `repeat` rounds (peak MB too on CUDA).
 
@@ -93,14 +52,14 @@ def measure(fns: dict, repeat: int, device: torch.device) -> dict[str, dict]:
     for name, fn in fns.items():
         fn()  # warm-up: compilation for the fused path (and a recompile with dynamic shapes)
         fn()
-        peak = peak_memory_mb(fn, device) if device.type == "cuda" else None
+        peak = profiling.peak_memory_mb(fn, device) if device.type == "cuda" else None
         stats[name] = {"peak_mb": peak, "times": []}
     for _ in range(repeat):
         for name, fn in fns.items():
-            _sync(device)
+            profiling.synchronize(device)
             t = time.perf_counter()
             fn()
-            _sync(device)
+            profiling.synchronize(device)
             stats[name]["times"].append((time.perf_counter() - t) * 1000)
     return {
         name: {"min_ms": min(s["times"]), "median_ms": statistics.median(s["times"]), "peak_mb": s["peak_mb"]}
@@ -139,7 +98,7 @@ def memory_probe(n: int, k: int, args, backends: list[str]) -> dict:
     for mode, fns in case_functions(q, kk, v, table, dictionary, backends).items():
         for name, fn in fns.items():
             fn()
-            peaks[f"{mode}.{name}"] = peak_memory_mb(fn, torch.device("cpu"))
+            peaks[f"{mode}.{name}"] = profiling.peak_memory_mb(fn, torch.device("cpu"))
     return peaks
 
 
@@ -227,29 +186,6 @@ def run_case(n: int, k: int, args, device: torch.device, backends: list[str]) ->
     return row
 
 
-def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "dtype": "float32",
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def table(rows: list[dict], backends: list[str]) -> str:
     lines = []
     for mode in ("forward", "forward_backward"):
@@ -286,7 +222,7 @@ def main() -> None:
     if args.memory_probe:
         print(json.dumps(memory_probe(args.ns[0], args.ks[0], args, backends)))
         return
-    info = machine(device)
+    info = profiling.machine_info(device)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     rows = [run_case(n, k, args, device, backends) for n in args.ns for k in args.ks if k <= n]
     if not args.no_fused and not semanir.fused_available():

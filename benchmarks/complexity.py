@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from torch.utils.flop_counter import FlopCounterMode
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+from irformers import profiling  # noqa: E402
 from irformers.models import baseline, hiir, semanir  # noqa: E402
 from irformers.models.layers import window_partition, window_reverse  # noqa: E402
 
@@ -103,36 +102,6 @@ def receptive_field(layer: torch.nn.Module, size: int, device: torch.device) -> 
 # ------------------------------------------------------------------------------------------ measuring
 
 
-def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in ln
-        ]
-        cpu = names[0] if names else cpu
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "dtype": "float32",
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(os, "getloadavg"):  # other processes on the machine disturb CPU timings: say how busy it was
-        info["load_average_1min"] = round(os.getloadavg()[0], 2)
-    return info
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _call(layer: torch.nn.Module, x: torch.Tensor) -> None:
     with torch.no_grad():
         layer(x)
@@ -150,37 +119,21 @@ def time_layers(layers: dict, x: torch.Tensor, repeat: int) -> dict[str, list[fl
     times: dict[str, list[float]] = {name: [] for name in layers}
     for _ in range(repeat):
         for name, layer in layers.items():
-            _sync(x.device)
+            profiling.synchronize(x.device)
             t = time.perf_counter()
             _call(layer, x)
-            _sync(x.device)
+            profiling.synchronize(x.device)
             times[name].append((time.perf_counter() - t) * 1000)
     return times
 
 
-def _rss_kb(field: str) -> int:
-    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field + ":"))
-    return int(line.split()[1])
-
-
-def measure_memory(layers: dict, x: torch.Tensor) -> dict[str, float]:
+def measure_memory(layers: dict, x: torch.Tensor) -> dict[str, float | None]:
     """Extra MB at the peak of one call, per layer."""
-    peaks = {}
     _warm_up(layers, x.device)
-    for name, layer in layers.items():
-        if x.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            _call(layer, x)
-            torch.cuda.synchronize()
-            peaks[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # high-water mark := current RSS
-            base = _rss_kb("VmRSS")
-            _call(layer, x)
-            peaks[name] = (_rss_kb("VmHWM") - base) / 1024
-    return peaks
+    return {
+        name: profiling.peak_memory_mb(lambda layer=layer: _call(layer, x), x.device)
+        for name, layer in layers.items()
+    }
 
 
 def peak_memory(size: int, args, layers: dict, device: torch.device) -> dict[str, float | None]:
@@ -203,14 +156,10 @@ def macs_per_pixel(sizes: list[int]) -> dict[str, dict[int, float]]:
     """Multiply-accumulates per pixel of one call: torch's flop counter on the meta device (no compute)."""
     with torch.device("meta"):
         layers = make_layers()
-    macs: dict[str, dict[int, float]] = {name: {} for name in layers}
-    for size in sizes:
-        x = torch.empty(1, size, size, DIM, device="meta")
-        for name, layer in layers.items():
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                layer(x)
-            macs[name][size] = counter.get_total_flops() / 2 / size**2
-    return macs
+    return {
+        name: {size: profiling.count_macs(layer, (1, size, size, DIM)) / size**2 for size in sizes}
+        for name, layer in layers.items()
+    }
 
 
 # ------------------------------------------------------------------------------------------ the plot
@@ -315,7 +264,7 @@ def main() -> None:
         parser.error(f"sizes must be multiples of the Hi-IR region {P_REGION}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    info = machine(device)
+    info = profiling.machine_info(device)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
 
     layers = {name: layer.to(device).eval() for name, layer in make_layers().items()}

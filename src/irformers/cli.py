@@ -72,6 +72,7 @@ def _load_model(args: argparse.Namespace):
             device=args.device,
             k=args.k,
             progress=sys.stderr.isatty(),
+            compile=args.compile,
         )
     except (CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from err
@@ -386,14 +387,36 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'name':34s} {'arch':8s} {'task':9s} {'scale':>5s} {'in':>3s} "
-        f"{'params (M)':>11s} {'paper (M)':>10s}"
+        f"{'params (M)':>11s} {'paper (M)':>10s}  weights"
     )
     for p in presets:
         reported = f"{p['reported_params']:.2f}" if p["reported_params"] is not None else "-"
         print(
             f"{p['name']:34s} {p['arch']:8s} {p['task']:9s} {p['scale']:>5d} {p['in_channels']:>3d} "
-            f"{p['params'] / 1e6:>11.3f} {reported:>10s}"
+            f"{p['params'] / 1e6:>11.3f} {reported:>10s}  {'shipped' if p['weights'] else '-'}"
         )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from irformers.demo import DEMOS, run_demo
+    from irformers.engine.checkpoint import CheckpointError
+
+    known = [name for name, _, _ in DEMOS]
+    unknown = [n for n in args.only or () if n not in known]
+    if unknown:
+        raise UsageError(f"--only {unknown[0]}: unknown demo (choose from {', '.join(known)})")
+    try:
+        rows = run_demo(args.out, device=args.device, names=tuple(args.only or ()))
+    except (CheckpointError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    print(f"{'demo':24s} {'model':24s} {'PSNR before':>11s} {'PSNR after':>10s}  side by side")
+    for r in rows:
+        print(
+            f"{r['demo']:24s} {r['model']:24s} {r['psnr_before']:>11.2f} {r['psnr_after']:>10.2f}  "
+            f"{r['files']['side-by-side']}"
+        )
+    print("side-by-side images: degraded | restored | original (dB; SR: Y channel, 4-pixel border shaved)")
     return 0
 
 
@@ -437,6 +460,78 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from irformers import profiling
+    from irformers.engine.checkpoint import CheckpointError
+    from irformers.inference import load_model, resolve_device
+
+    if args.precision not in profiling.DTYPES:
+        raise UsageError(f"--precision {args.precision}: choose from {', '.join(profiling.DTYPES)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    dtype = profiling.DTYPES[args.precision]
+    rows = []
+    for spec in args.models:
+        try:
+            model = load_model(spec, device=device, allow_random_init=True)
+        except CheckpointError as err:
+            raise UsageError(str(err)) from err
+        desc = model.descriptor
+        shape = (args.batch, desc.in_channels, args.size, args.size)
+        for k in _numbers(args.k, int) if desc.supports_k else [None]:
+            runtime = {"k": k} if k else {}
+            if args.backend and desc.supports_k:
+                runtime["backend"] = args.backend
+            result = profiling.profile_model(
+                model,
+                shape,
+                device=device,
+                dtype=dtype,
+                repeat=args.repeat,
+                warmup=args.warmup,
+                memory=not args.no_memory,
+                compile=args.compile,
+                **runtime,
+            )
+            rows.append({"model": spec, "k": k or getattr(model, "k", None), **result})
+    peak = profiling.matmul_peak_gflops(device, dtype) if args.matmul_peak else None
+    for row in rows:
+        row["matmul_peak_fraction"] = row["gflops"] / peak if peak else None
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "machine": profiling.machine_info(device, dtype),
+                    "matmul_peak_gflops": peak,
+                    "compile": args.compile,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(
+        f"{'model':32s} {'input':>16s} {'k':>4s} {'params (M)':>10s} {'GMACs':>8s} {'median ms':>10s} "
+        f"{'peak MiB':>9s} {'GFLOP/s':>8s}" + (f" {'of peak':>7s}" if peak else "")
+    )
+    for r in rows:
+        peak_mb = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "-"
+        print(
+            f"{r['model']:32s} {'x'.join(map(str, r['input'])):>16s} {r['k'] or '-'!s:>4s} "
+            f"{r['params'] / 1e6:>10.3f} {r['macs'] / 1e9:>8.2f} {r['median_ms']:>10.1f} {peak_mb:>9s} "
+            f"{r['gflops']:>8.1f}" + (f" {r['matmul_peak_fraction']:>7.0%}" if peak else "")
+        )
+    if peak:
+        print(f"matmul peak ({args.precision}, {device}): {peak:.1f} GFLOP/s; MACs = FLOPs / 2")
+    return 0
+
+
 def _add_inference_options(p: argparse.ArgumentParser, precision: str) -> None:
     """Model loading and inference options shared by ``test`` and ``restore``."""
     p.add_argument("--arch", help="preset whose network a foreign weights file (.pth) belongs to")
@@ -457,6 +552,9 @@ def _add_inference_options(p: argparse.ArgumentParser, precision: str) -> None:
     p.add_argument("--precision", default=precision, help=f"auto | fp32 | bf16 | fp16 (default {precision})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--k", type=int, help="SemanIR: keys per query at inference (default: the model's)")
+    p.add_argument(
+        "--compile", action="store_true", help="run the model through torch.compile (faster on long runs)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -524,6 +622,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--y", action="store_true", help="score on BT.601 Y (RGB inputs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("demo", help="degrade the bundled sample image and restore it with the shipped models")
+    p.add_argument("--out", default="demo", help="folder for the images (default ./demo)")
+    p.add_argument("--only", nargs="+", metavar="DEMO", help="run only these demos")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "bench", help="params, MACs, latency and peak memory of models at an input size (irformers.profiling)"
+    )
+    p.add_argument("models", nargs="+", help="presets (random weights) or weights files")
+    p.add_argument(
+        "--size", type=int, default=128, help="input side in pixels (SR: the LR side; default 128)"
+    )
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--k", help="SemanIR: keys per query, comma-separated for several (default: the model's)")
+    p.add_argument("--backend", help="SemanIR attention backend: auto | mask | gather | fused")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 (autocast); default fp32")
+    p.add_argument("--repeat", type=int, default=5, help="timed calls; the median is reported (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--compile", action="store_true", help="time torch.compile(model)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
+    p.add_argument("--matmul-peak", action="store_true", help="also measure the matmul peak and the fraction")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "train",

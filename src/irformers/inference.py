@@ -31,23 +31,17 @@ from irformers.engine.checkpoint import (
 )
 from irformers.engine.checkpoint import load_model as load_weights_file
 from irformers.models import PRESETS, build_model
+from irformers.models.presets import bundled_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_MEMORY_MB = 1024  # activation budget for --tile auto on CPU; on CUDA half the free memory
-WEIGHTS_DIR = Path(__file__).parent / "weights"  # bundled weights: <preset>.safetensors
 WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 # --------------------------------------------------------------------------- models
-
-
-def bundled_weights(preset: str) -> Path | None:
-    """The weights file shipped with the package for ``preset``, if any."""
-    path = WEIGHTS_DIR / f"{preset}.safetensors"
-    return path if path.is_file() else None
 
 
 def load_model(
@@ -370,6 +364,7 @@ class Restorer:
         k: int | None = None,
         memory_mb: float | None = None,
         progress: bool = False,
+        compile: bool = False,
     ) -> None:
         self.desc = model.descriptor
         self.device = resolve_device(device)
@@ -379,6 +374,8 @@ class Restorer:
         if k is not None and k < 1:
             raise ValueError(f"--k must be >= 1, got {k}")
         self.model = model.to(self.device).eval()
+        # compiled once per input shape; tiles share a shape, so a tiled image compiles at most a few times
+        self.net = torch.compile(self.model) if compile else self.model
         self.kwargs = {} if k is None else {"k": k}
         self.tile, self.overlap, self.memory_mb = tile, overlap, memory_mb
         self.ensemble, self.progress = ensemble, progress
@@ -387,7 +384,7 @@ class Restorer:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).contiguous()
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            y = self.model(x, **self.kwargs)
+            y = self.net(x, **self.kwargs)
         return y.float().cpu()
 
     @torch.inference_mode()

@@ -1,0 +1,241 @@
+"""Whole-model inference cost of the paper-size presets against the window-attention baseline.
+
+For SemanIR-S (k in 64..512), SemanIR-B, Hi-IR-B, Hi-IR-L and the SwinIR-like window baseline (same
+frame, width 180, 6 x 6 layers, window 32): x2 SR on a 128x128 LR input, and the same networks built
+for a same-size task (scale 1: no upsampler) on 256x256. Per row: params, MACs (FLOPs / 2, torch's
+flop counter; SemanIR's sparse work), median latency of `--repeat` calls after a warm-up, peak
+memory of one call, achieved GFLOP/s and its fraction of the machine's fp32 matmul peak, measured in
+the same run (`irformers.profiling`). Writes benchmarks/results/models.json, docs/models.png and
+BENCHMARKS.md (which also reports the results of the other benchmark scripts, each with its command).
+
+    python benchmarks/models.py [--repeat 3] [--threads N] [--device cpu] [--sizes 128 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from irformers import profiling
+from irformers.models import build_model
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+REPO = HERE.parent
+MODELS = ("semanir-s-sr-x2", "semanir-b-sr-x2", "hiir-b-sr-x2", "hiir-l-sr-x2", "baseline-swin-sr-x2")
+KS = (64, 128, 256, 512)
+BASELINE = "baseline-swin-sr-x2"
+COMMAND = "python benchmarks/models.py"
+
+
+def cases(sizes: list[int]) -> list[dict]:
+    """(preset, size, scale, k) in measuring order; size 128 is the x2 SR case, larger sizes same-size."""
+    out = []
+    for size in sizes:
+        scale = 2 if size == min(sizes) else 1
+        for name in MODELS:
+            ks = KS if name.startswith("semanir-s") else (512,) if name.startswith("semanir") else (None,)
+            out += [{"model": name, "size": size, "scale": scale, "k": k} for k in ks]
+    return out
+
+
+def measure(case: dict, device: torch.device, repeat: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(case["model"], **({} if case["scale"] == 2 else {"scale": 1, "task": "denoise"}))
+    runtime = {"k": case["k"]} if case["k"] else {}
+    shape = (1, 3, case["size"], case["size"])
+    result = profiling.profile_model(model, shape, device=device, repeat=repeat, **runtime)
+    backend = None
+    if case["k"]:  # what SemanIR's `auto` ran for this window size and k (inference, no backward)
+        from irformers.models.semanir import choose_backend
+
+        n = model.config["window_size"] ** 2
+        backend = choose_backend(
+            n, case["k"], batch=1, heads=6, device=device, backward=False, memory_bytes=1 << 30
+        )
+    return {**case, **result, "backend": backend}
+
+
+def bar_chart(rows: list[dict], path: Path, title: str) -> None:
+    """Horizontal bars of median latency, one panel per input size, the baseline's bar in grey."""
+    sizes = sorted({r["size"] for r in rows})
+    height_per = 26
+    n = max(sum(r["size"] == s for r in rows) for s in sizes)
+    width, height = 1400, 90 + n * height_per + 40
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font, big = ImageFont.load_default(size=13), ImageFont.load_default(size=16)
+    draw.text((width / 2, 12), title, fill="black", font=big, anchor="mt")
+    panel = width // len(sizes)
+    for p, size in enumerate(sizes):
+        sub = [r for r in rows if r["size"] == size]
+        longest = max(r["median_ms"] for r in sub)
+        left, bar_w = p * panel + 210, panel - 300
+        kind = "x2 SR, LR" if sub[0]["scale"] == 2 else "same size,"
+        draw.text((p * panel + 20, 50), f"{kind} {size}x{size}: median latency (s)", fill="black", font=big)
+        for i, r in enumerate(sub):
+            y = 80 + i * height_per
+            label = r["model"].removesuffix("-sr-x2") + (f" k={r['k']}" if r["k"] else "")
+            color = (150, 150, 150) if r["model"] == BASELINE else (31, 119, 180)
+            if r["model"].startswith("hiir"):
+                color = (214, 39, 40)
+            w = bar_w * r["median_ms"] / longest
+            draw.text((left - 8, y + 9), label, fill="black", font=font, anchor="rm")
+            draw.rectangle([left, y, left + w, y + 18], fill=color)
+            draw.text(
+                (left + w + 6, y + 9), f"{r['median_ms'] / 1000:.2f}", fill="black", font=font, anchor="lm"
+            )
+    img.save(path)
+
+
+def _row(r: dict, peak: float) -> str:
+    k = r["k"] if r["k"] else "-"
+    mem = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "-"
+    return (
+        f"| {r['model']} | {k} | {r['backend'] or '-'} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e9:.1f} | "
+        f"{r['median_ms'] / 1000:.2f} | {mem} | {r['gflops']:.1f} | {r['gflops'] / peak:.0%} |"
+    )
+
+
+def _time(rows: list[dict], model: str, size: int, k: int | None = None) -> float:
+    return next(r["median_ms"] for r in rows if r["model"] == model and r["size"] == size and r["k"] == k)
+
+
+def models_section(data: dict) -> list[str]:
+    rows, peak, m = data["rows"], data["matmul_peak_gflops"], data["machine"]
+    lines = [
+        "## Whole models: params, MACs, latency, memory, throughput",
+        "",
+        f"Command: `{COMMAND} --repeat {data['repeat']}` (writes `benchmarks/results/models.json`, "
+        "`docs/models.png` and this file).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}, "
+        f"{m['device']}, {m['dtype']}, batch 1, inference (`torch.inference_mode`). Load average "
+        f"{m.get('load_average_1min', '?')} at the start. Measured {data['date']}.",
+        f"Matmul peak, measured in the same run (best of 5 calls of a 2048-square fp32 matmul): "
+        f"**{peak:.1f} GFLOP/s**. Latency: median of {data['repeat']} calls after one warm-up call; "
+        "peak memory: what one call adds (see `irformers.profiling`). MACs = FLOPs / 2 "
+        "(`torch.utils.flop_counter`; SemanIR counted on its sparse `gather` path). Achieved GFLOP/s = "
+        "2 x MACs / median time.",
+        "",
+    ]
+    for size in sorted({r["size"] for r in rows}):
+        sub = [r for r in rows if r["size"] == size]
+        what = (
+            "x2 SR, 128x128 LR input" if sub[0]["scale"] == 2 else f"same-size task (scale 1), {size}x{size}"
+        )
+        lines += [
+            f"### {what}",
+            "",
+            "| model | k | attention | params (M) | GMACs | median s | peak MiB | GFLOP/s | of peak |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *(_row(r, peak) for r in sub),
+            "",
+        ]
+        base = _time(rows, BASELINE, size)
+        ratios = ", ".join(f"k={k}: {base / _time(rows, 'semanir-s-sr-x2', size, k):.2f}x" for k in KS)
+        lines += [
+            f"SemanIR-S against the window baseline (same width 180, depth 6 x 6, window 32), speed-up "
+            f"(baseline time / SemanIR time): {ratios}.",
+            "",
+        ]
+    lines += ["![latency per model](docs/models.png)", ""]
+    return lines
+
+
+def complexity_section() -> list[str]:
+    path = RESULTS / "complexity.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    m, fits = data["machine"], data["fits"]
+    lines = [
+        "## One layer against image size (64x64 .. 512x512 tokens)",
+        "",
+        "Command: `python benchmarks/complexity.py` (writes `benchmarks/results/complexity.json` and "
+        "`docs/complexity.png`).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, {m['device']}, {m['dtype']}; load "
+        f"average {m.get('load_average_1min', '?')}. One layer at C = 180, forward without autograd; "
+        "exponent b of time ~ pixels^b fitted over all sizes and over the largest two.",
+        "",
+        "| layer | time exp. (all sizes) | time exp. (largest two) | memory exp. | MACs exp. |",
+        "|---|---|---|---|---|",
+    ]
+    for name, f in fits.items():
+        mem = "-" if f["memory_exponent"] is None else f"{f['memory_exponent']:.2f}"
+        lines.append(
+            f"| {name} | {f['time_exponent']:.2f} | {f['time_exponent_largest']:.2f} | {mem} | "
+            f"{f['macs_exponent']:.2f} |"
+        )
+    return [*lines, "", "![cost against size](docs/complexity.png)", ""]
+
+
+def write_markdown(data: dict) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every number here comes from the JSON file a benchmark script wrote; the command that "
+        "reproduces it is next to it. Timings depend on the machine and on how busy it was (recorded).",
+        "",
+        *models_section(data),
+        *complexity_section(),
+    ]
+    (REPO / "BENCHMARKS.md").write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--markdown-only", action="store_true", help="rewrite BENCHMARKS.md from the JSON files"
+    )
+    args = parser.parse_args()
+    out = RESULTS / "models.json"
+    if args.markdown_only:
+        write_markdown(json.loads(out.read_text()))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    machine = profiling.machine_info(device)
+    peaks = [profiling.matmul_peak_gflops(device)]
+    rows = []
+    for case in cases(args.sizes):
+        row = measure(case, device, args.repeat)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "times_ms"}), file=sys.stderr, flush=True)
+    peaks.append(profiling.matmul_peak_gflops(device))  # again at the end: the best of both
+    data = {
+        "machine": machine,
+        "date": datetime.date.today().isoformat(),
+        "repeat": args.repeat,
+        "matmul_peak_gflops": max(peaks),
+        "matmul_peak_runs": peaks,
+        "rows": rows,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    bar_chart(
+        rows,
+        REPO / "docs" / "models.png",
+        f"Inference latency, {machine['cpu']}, {machine['threads']} threads, fp32",
+    )
+    write_markdown(data)
+    print("\n".join(models_section(data)))
+    print(f"median of medians: {statistics.median(r['median_ms'] for r in rows):.0f} ms", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
