@@ -21,6 +21,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	IRFORMERS_DATA=$${IRFORMERS_DATA:-$(abspath ../shared/datasets)} $(BIN)/python -m pytest -q
 
+# restores the bundled sample (a Kodak crop) with the shipped models; images in ./demo
+demo: $(STAMP)
+	$(BIN)/irformers demo --out demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
