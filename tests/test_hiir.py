@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from irformers.models import PRESETS, baseline, build_model, count_params, hiir, list_presets
+from irformers.models.layers import window_partition, window_reverse
 
 
 def _coords(b: int, h: int, w: int) -> torch.Tensor:
@@ -338,6 +340,25 @@ def test_baseline_windows_and_shifted_windows():
     pair = torch.cat([x, torch.randn_like(x)])  # samples of a batch stay apart (per-window masks)
     with torch.no_grad():
         torch.testing.assert_close(shifted(pair)[:1], shifted(x))
+
+
+def test_shifted_windows_match_the_fully_masked_reference():
+    """Only border windows get the shift mask; the result equals masking every window."""
+    torch.manual_seed(0)
+    attn = baseline.WindowAttention(12, 2, window=4, shift=2)
+    x = torch.randn(2, 12, 16, 12, requires_grad=True)
+    rolled = torch.roll(x, (-2, -2), dims=(1, 2))
+    t = window_partition(attn.qkv(rolled), (4, 4))
+    q, k, v = t.view(-1, 16, 3, 2, 6).permute(2, 0, 3, 1, 4)
+    mask = attn.position_bias.dense((4, 4)) + baseline.shift_mask(12, 16, 4, 2, x.device)  # every window
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.repeat(2, 1, 1, 1))
+    ref = torch.roll(
+        window_reverse(ref.transpose(1, 2).reshape(-1, 16, 12), (4, 4), 12, 16), (2, 2), dims=(1, 2)
+    )
+    out = attn(x)
+    torch.testing.assert_close(out, attn.proj(ref))
+    out.sum().backward()  # the split path trains too
+    assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
 def test_baseline_preset_size_and_run():

@@ -8,8 +8,9 @@ the project quotes is taken the same way:
   work its sparse attention really does (k keys per query, not the dense N x N scores).
 - Latency is the median of `repeat` timed calls after `warmup` untimed ones (CUDA: synchronised).
 - Peak memory is what one call adds at its peak: the CUDA allocator's high-water mark, or on Linux
-  CPUs the resident-set high-water mark with glibc told to return every large block to the system
-  at once (`mallopt`), so that freed memory does not hide the next allocation. None elsewhere.
+  CPUs the rise of the resident-set high-water mark, with glibc told to map every large block
+  afresh and to hand its free pages back first (`mallopt`, `malloc_trim`), so that memory freed by
+  earlier calls does not hide this call's allocations. None elsewhere.
 - Achieved GFLOP/s = 2 x MACs / median time; `matmul_peak_gflops` measures the reference it is
   compared with (a large square matmul of the same dtype on the same device, in the same run).
 """
@@ -99,6 +100,7 @@ def _large_blocks_unmapped():
     """glibc: serve blocks over 128 KiB by mmap, so that free() returns them to the system at once."""
     libc = ctypes.CDLL(None)
     libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    libc.malloc_trim(0)  # free heap pages go back too: reusing them must fault them in again
     try:
         yield
     finally:

@@ -67,15 +67,44 @@ class WindowAttention(nn.Module):
         t = window_partition(self.qkv(x), (win, win))  # (B * nW, N, 3C)
         n, heads = t.shape[1], self.num_heads
         q, k, v = t.view(-1, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # (B * nW, h, N, d)
-        mask = self.position_bias.dense((win, win)).unsqueeze(0)  # (1, h, N, N)
-        if shift:
-            mask = (mask + shift_mask(h, w, win, shift, t.device)).repeat(b, 1, 1, 1)  # (B * nW, h, N, N)
+        bias = self.position_bias.dense((win, win)).unsqueeze(0).to(q.dtype)  # (1, h, N, N)
         # 4-D masks and equal head widths let CPU and CUDA use their fused kernels
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+        if not shift:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            out = self._shifted_attention(q, k, v, bias, b, h, w)
         out = window_reverse(out.transpose(1, 2).reshape(-1, n, c), (win, win), h, w)
         if shift:
             out = torch.roll(out, (shift, shift), dims=(1, 2))
         return self.proj(out)
+
+    def _shifted_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, b: int, h: int, w: int
+    ) -> Tensor:
+        """Only the windows of the last window row and column hold pixels that the cyclic shift wrapped
+        around, so only they get the (window, head) mask; the others share the broadcast bias."""
+        inner, border = window_groups(h // self.window, w // self.window, q.device)
+        mask = bias + shift_mask(h, w, self.window, self.shift, q.device)[border].to(q.dtype)  # (nB, h, N, N)
+        per_image = (b, -1, *q.shape[1:])  # (B, nW, h, N, d)
+        q, k, v = (t.view(per_image) for t in (q, k, v))
+        out = torch.empty_like(q)
+        for windows, m in ((inner, bias), (border, mask if b == 1 else mask.repeat(b, 1, 1, 1))):
+            if len(windows):
+                sub = [t[:, windows].flatten(0, 1) for t in (q, k, v)]
+                out[:, windows] = F.scaled_dot_product_attention(*sub, attn_mask=m).view(
+                    b, len(windows), *q.shape[2:]
+                )
+        return out.flatten(0, 1)
+
+
+@lru_cache(maxsize=64)
+def window_groups(rows: int, cols: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Indices of the windows inside the grid and of those on its last row or column (row-major order)."""
+    with torch.inference_mode(False):  # cached: must not be an inference tensor
+        on_border = torch.zeros(rows, cols, dtype=torch.bool)
+        on_border[-1, :] = on_border[:, -1] = True
+        on_border = on_border.flatten()
+        return (~on_border).nonzero().squeeze(1).to(device), on_border.nonzero().squeeze(1).to(device)
 
 
 class WindowLayer(nn.Module):
