@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import statistics
 import sys
@@ -187,6 +188,46 @@ def complexity_section() -> list[str]:
     return [*lines, "", "![cost against size](docs/complexity.png)", ""]
 
 
+def summary_section(data: dict) -> list[str]:
+    """The efficiency claims, checked against the measurements below."""
+    rows, peak = data["rows"], data["matmul_peak_gflops"]
+    size = min(r["size"] for r in rows)
+    base = _time(rows, BASELINE, size)
+    semanir_s = [_time(rows, "semanir-s-sr-x2", size, k) for k in KS]
+    falls = all(a < b for a, b in itertools.pairwise(semanir_s))
+
+    dense = next(r for r in rows if r["model"] == "semanir-s-sr-x2" and r["size"] == size and r["k"] == 512)
+
+    def fraction(model: str, k: int | None = None) -> str:
+        row = next(r for r in rows if r["model"] == model and r["size"] == size and r["k"] == k)
+        return f"{row['gflops'] / peak:.0%}"
+
+    lines = [
+        "## Summary",
+        "",
+        f"- SemanIR-S at k = 64 against the window baseline of the same width, depth and window (32), x2 SR "
+        f"on {size}x{size}: **{base / semanir_s[0]:.2f}x faster**; time falls as k falls: "
+        f"{'yes' if falls else 'no'} ("
+        + ", ".join(f"k={k}: {t / 1000:.2f} s" for k, t in zip(KS, semanir_s, strict=True))
+        + f"; baseline {base / 1000:.2f} s).",
+        f"- Achieved throughput, fraction of the measured fp32 matmul peak ({peak:.0f} GFLOP/s), x2 SR on "
+        f"{size}x{size}: Hi-IR-B **{fraction('hiir-b-sr-x2')}**, SemanIR-S k = 64 **"
+        f"{fraction('semanir-s-sr-x2', 64)}**, k = 512 {fraction('semanir-s-sr-x2', 512)} (attention path "
+        f"`{dense['backend']}` at this density; FLOPs are counted as the sparse work).",
+    ]
+    path = RESULTS / "complexity.json"
+    if path.exists():
+        fits = json.loads(path.read_text())["fits"]
+        lines.append(
+            "- Growth exponent of time in pixels, one layer, 64x64 to 512x512: "
+            + ", ".join(f"{name} {fits[name]['time_exponent']:.2f}" for name in ("hiir", "semanir", "window"))
+            + " (largest two sizes: "
+            + ", ".join(f"{name} {fits[name]['time_exponent_largest']:.2f}" for name in ("hiir", "semanir"))
+            + ")."
+        )
+    return [*lines, ""]
+
+
 def write_markdown(data: dict) -> None:
     lines = [
         "# Benchmarks",
@@ -194,6 +235,7 @@ def write_markdown(data: dict) -> None:
         "Every number here comes from the JSON file a benchmark script wrote; the command that "
         "reproduces it is next to it. Timings depend on the machine and on how busy it was (recorded).",
         "",
+        *summary_section(data),
         *models_section(data),
         *complexity_section(),
     ]

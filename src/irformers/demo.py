@@ -28,6 +28,11 @@ DEMOS = (
 )
 
 
+def _plain(img: np.ndarray) -> np.ndarray:
+    """H x W x 1 -> H x W (how gray images are written); color unchanged."""
+    return img[..., 0] if img.shape[-1] == 1 else img
+
+
 def _side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
     """uint8 H x W x C images of one height in a row, on white, with a gap between them."""
     height, channels = images[0].shape[0], images[0].shape[2]
@@ -50,9 +55,9 @@ def run_demo(
         # the "before" image is what a viewer would see: the input itself, or its bicubic upscaling
         before = imresize(quantize(degraded), deg.scale) if deg.task == "sr" else quantize(degraded)
         files = {kind: out / f"{name}-{kind}.png" for kind in ("input", "output", "side-by-side")}
-        write_image(files["input"], quantize(degraded).squeeze(-1))
-        write_image(files["output"], restored.squeeze(-1))
-        write_image(files["side-by-side"], _side_by_side(before, restored, target).squeeze(-1))
+        write_image(files["input"], _plain(quantize(degraded)))
+        write_image(files["output"], _plain(restored))
+        write_image(files["side-by-side"], _plain(_side_by_side(before, restored, target)))
         rows.append(
             {
                 "demo": name,

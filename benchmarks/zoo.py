@@ -1,0 +1,125 @@
+"""Scores of the models shipped in the package, and of the reference rows, for the README's table.
+
+Each shipped model is evaluated with one `irformers test` command on every relevant set and level
+(printed next to its rows), and the reference pseudo-model (bicubic, or the degraded input itself)
+with the same command. The training summary (data, steps, time) comes from the weights' metadata.
+
+    python benchmarks/zoo.py [--only PRESET ...] [--data-root DIR]
+
+Writes benchmarks/results/zoo.json and prints the README table (markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from irformers.engine.checkpoint import read_metadata
+from irformers.inference import load_model
+from irformers.models.presets import bundled_weights
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "results" / "zoo.json"
+
+# preset -> (the `irformers test` arguments, the reference pseudo-model)
+SHIPPED = {
+    "semanir-t-sr-x2": ("--task sr --scale 2 --dataset Set5,Set14,BSD100", "bicubic"),
+    "hiir-t-sr-x2": ("--task sr --scale 2 --dataset Set5,Set14,BSD100", "bicubic"),
+    "semanir-t-sr-x4": ("--task sr --scale 4 --dataset Set5,Set14,BSD100", "bicubic"),
+    "semanir-t-denoise-gray": ("--task denoise --sigma 15,25,50 --dataset Set12,BSD68", "identity"),
+    "hiir-t-denoise-color": ("--task denoise --sigma 15,25,50 --dataset CBSD68,Kodak24,McMaster", "identity"),
+    "hiir-t-jpeg-gray": ("--task jpeg --gray --quality 10,20,30,40 --dataset Classic5,LIVE1", "identity"),
+}
+
+
+def command(model: str, args: str) -> str:
+    return f"irformers test --model {model} {args} --device cpu --json"
+
+
+def run(model: str, args: str, env: dict) -> list[dict]:
+    done = subprocess.run(
+        [sys.executable, "-m", "irformers", *command(model, args).split()[1:]],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{command(model, args)} failed:\n{done.stderr[-2000:]}")
+    rows = json.loads(done.stdout)
+    return rows if isinstance(rows, list) else [rows]
+
+
+def level(row: dict) -> str:
+    if row["task"] == "sr":
+        return f"x{row['scale']} (Y)"
+    if row["task"] == "denoise":
+        return f"σ {row['sigma']:g}"
+    return f"q {row['quality']} (PSNR-B {row['psnr_b']:.2f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", help="presets to evaluate (default: every shipped one)")
+    parser.add_argument(
+        "--data-root", default=os.environ.get("IRFORMERS_DATA", str(REPO.parent / "shared" / "datasets"))
+    )
+    args = parser.parse_args()
+    env = {**os.environ, "IRFORMERS_DATA": str(Path(args.data_root).resolve()), "CUDA_VISIBLE_DEVICES": ""}
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    for preset in args.only or SHIPPED:
+        weights = bundled_weights(preset)
+        if weights is None:
+            print(f"{preset}: no weights shipped, skipped", file=sys.stderr)
+            continue
+        test_args, reference = SHIPPED[preset]
+        meta = read_metadata(weights)
+        results[preset] = {
+            "command": command(preset, test_args),
+            "reference_command": command(reference, test_args),
+            "params": sum(p.numel() for p in load_model(preset).parameters()),
+            "training": meta.get("training"),
+            "size_bytes": weights.stat().st_size,
+            "rows": run(preset, test_args, env),
+            "reference_rows": run(reference, test_args, env),
+        }
+        OUT.write_text(json.dumps(results, indent=1) + "\n")  # after each model: partial runs keep theirs
+        print(f"{preset}: done", file=sys.stderr, flush=True)
+    print(markdown(results))
+    return 0
+
+
+def _shown(cmd: str) -> str:
+    """The command as a user types it: a table instead of JSON, and the default device."""
+    return cmd.removesuffix(" --device cpu --json")
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    for preset, r in results.items():
+        t = r["training"] or {}
+        data = ", ".join(d["target"] for d in t.get("data", []))
+        lines += [
+            f"**{preset}** — {r['params'] / 1e6:.2f} M parameters, trained on {data} for "
+            f"{t.get('steps')} steps in {t.get('seconds', 0) / 60:.0f} min (CPU, 1 thread), "
+            f"{r['size_bytes'] / 2**20:.1f} MiB. "
+            f"`{_shown(r['command'])}`; reference: `{_shown(r['reference_command'])}`",
+            "",
+            "| set | setting | model PSNR / SSIM | reference PSNR / SSIM |",
+            "|---|---|---|---|",
+        ]
+        for row, ref in zip(r["rows"], r["reference_rows"], strict=True):
+            lines.append(
+                f"| {row['dataset']} | {level(row)} | {row['psnr']:.2f} / {row['ssim']:.4f} | "
+                f"{ref['psnr']:.2f} / {ref['ssim']:.4f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

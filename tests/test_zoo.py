@@ -1,0 +1,44 @@
+"""The models shipped in the package: resolvable by name, self-describing, small, and they restore."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from irformers.cli import main
+from irformers.data.io import read_array
+from irformers.demo import DEMOS
+from irformers.engine.checkpoint import read_metadata
+from irformers.inference import load_model
+from irformers.models.presets import WEIGHTS_DIR, bundled_weights
+
+SHIPPED = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+
+
+def test_the_zoo_ships_every_task_and_stays_small():
+    tasks = {(load_model(name).descriptor.task, load_model(name).descriptor.scale) for name in SHIPPED}
+    assert {("sr", 2), ("sr", 4), ("denoise", 1), ("jpeg", 1)} <= tasks
+    assert {name.split("-")[0] for name in SHIPPED} == {"semanir", "hiir"}
+    assert sum((WEIGHTS_DIR / f"{n}.safetensors").stat().st_size for n in SHIPPED) < 16 * 2**20
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_describe_their_training(name):
+    meta = read_metadata(bundled_weights(name))
+    assert meta["preset"] == name and meta["weights"] == "ema"
+    assert sum(p.numel() for p in load_model(name).parameters()) < 2_000_000
+    training = meta["training"]
+    assert training["steps"] == training["total_steps"] > 0 and training["seconds"] > 0
+    assert {d["target"] for d in training["data"]} <= {"T91", "Train400"}  # never a test set
+
+
+@pytest.mark.parametrize("demo", [d[0] for d in DEMOS])
+def test_demo_restores_the_bundled_sample(demo, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--only", demo, "--device", "cpu"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(demo))
+    before, after = (float(v) for v in line.split()[2:4])
+    assert after > before + 0.3  # a real restoration, not a copy of the input (JPEG gains least)
+    side = read_array(tmp_path / f"{demo}-side-by-side.png", "unchanged")
+    out = read_array(tmp_path / f"{demo}-output.png", "unchanged")
+    assert side.shape[1] == 3 * out.shape[1] + 8 and side.shape[0] == out.shape[0] == 256
+    assert np.isfinite(out).all()
