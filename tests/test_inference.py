@@ -230,8 +230,10 @@ def test_k_is_passed_to_semanir_and_refused_elsewhere():
 
 def test_model_loading_resolves_presets_files_and_foreign_weights(tmp_path):
     with pytest.raises(CheckpointError, match="--model FILE"):
-        load_model("semanir-t-sr-x2")
-    assert irformers.load_model("semanir-t-sr-x2", allow_random_init=True).random_init
+        load_model("semanir-t-sr-x3")  # a preset that ships no weights
+    assert irformers.load_model("semanir-t-sr-x3", allow_random_init=True).random_init
+    shipped = load_model("semanir-t-sr-x2")  # the package's weights, by name
+    assert not shipped.random_init and shipped.metadata["preset"] == "semanir-t-sr-x2"
     with pytest.raises(CheckpointError, match="neither a weights file nor a preset"):
         load_model("no-such-model")
     with pytest.raises(CheckpointError, match="no such file"):

@@ -142,7 +142,7 @@ def test_wrong_architecture_or_scale_is_one_clear_error(tmp_path, weights, capsy
     assert "foreign.pth: does not fit" in _one_error_line(capsys)
     assert main([*base, str(weights), "--scale", "4"]) == 2
     assert "x2 model" in _one_error_line(capsys)
-    assert main([*base, "semanir-t-sr-x2"]) == 2
+    assert main([*base, "semanir-t-sr-x3"]) == 2
     assert "no trained weights ship" in _one_error_line(capsys)
     assert not (tmp_path / "out").exists()
 

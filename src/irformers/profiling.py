@@ -66,7 +66,7 @@ def synchronize(device: torch.device) -> None:
 
 def count_macs(model: nn.Module, shape: tuple[int, ...], **runtime) -> int:
     """Multiply-accumulates of one inference call on an input of `shape`, counted on the meta device."""
-    meta = copy.deepcopy(model).to("meta")
+    meta = copy.deepcopy(model).to("meta").eval()  # inference: e.g. SemanIR uses its k, not a random one
     if getattr(getattr(model, "descriptor", None), "supports_k", False):
         runtime.setdefault("backend", "gather")  # the sparse work, not the dense scores
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
