@@ -8,7 +8,8 @@ memory of one call, achieved GFLOP/s and its fraction of the machine's fp32 matm
 the same run (`irformers.profiling`). Writes benchmarks/results/models.json, docs/models.png and
 BENCHMARKS.md (which also reports the results of the other benchmark scripts, each with its command).
 
-    python benchmarks/models.py [--repeat 3] [--threads N] [--device cpu] [--sizes 128 256]
+    python benchmarks/models.py [--repeat 3] [--threads N] [--device cpu] [--sr-size 128] [--same-size 256]
+                                [--same-models ...] [--same-ks 64 ...]
 """
 
 from __future__ import annotations
@@ -40,17 +41,15 @@ MODELS = {
 }
 KS = (64, 128, 256, 512)
 BASELINE = "baseline-swin-sr-x2"
-COMMAND = "python benchmarks/models.py"
 
 
-def cases(sizes: list[int]) -> list[dict]:
-    """(preset, size, scale, k) in measuring order; size 128 is the x2 SR case, larger sizes same-size."""
+def cases(sr_size: int, same_size: int, same_models: list[str], same_ks: list[int]) -> list[dict]:
+    """(label, size, scale, k) in measuring order: every model at x2 SR, then the same-size subset."""
     out = []
-    for size in sizes:
-        scale = 2 if size == min(sizes) else 1
-        for name in MODELS:
-            ks = KS if name.startswith("semanir-s") else (512,) if name.startswith("semanir") else (None,)
-            out += [{"model": name, "size": size, "scale": scale, "k": k} for k in ks]
+    for size, scale, names, ks in ((sr_size, 2, list(MODELS), KS), (same_size, 1, same_models, same_ks)):
+        for name in names:
+            kk = ks if name.startswith("semanir-s") else (512,) if name.startswith("semanir") else (None,)
+            out += [{"model": name, "size": size, "scale": scale, "k": k} for k in kk]
     return out
 
 
@@ -123,7 +122,7 @@ def models_section(data: dict) -> list[str]:
     lines = [
         "## Whole models: params, MACs, latency, memory, throughput",
         "",
-        f"Command: `{COMMAND} --repeat {data['repeat']}` (writes `benchmarks/results/models.json`, "
+        f"Command: `{data['command']}` (writes `benchmarks/results/models.json`, "
         "`docs/models.png` and this file).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}, "
@@ -244,7 +243,12 @@ def write_markdown(data: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--sr-size", type=int, default=128, help="LR side of the x2 SR case")
+    parser.add_argument("--same-size", type=int, default=256, help="side of the same-size (scale 1) case")
+    parser.add_argument("--same-models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--same-ks", type=int, nargs="+", default=list(KS), help="SemanIR-S k at the same size"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
@@ -260,23 +264,24 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     machine = profiling.machine_info(device)
-    peaks = [profiling.matmul_peak_gflops(device)]
-    rows = []
-    for case in cases(args.sizes):
-        row = measure(case, device, args.repeat)
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "times_ms"}), file=sys.stderr, flush=True)
-    peaks.append(profiling.matmul_peak_gflops(device))  # again at the end: the best of both
     data = {
         "machine": machine,
         "date": datetime.date.today().isoformat(),
         "repeat": args.repeat,
-        "matmul_peak_gflops": max(peaks),
-        "matmul_peak_runs": peaks,
-        "rows": rows,
+        "command": " ".join(["python benchmarks/models.py", *sys.argv[1:]]),
+        "matmul_peak_runs": [profiling.matmul_peak_gflops(device)],
+        "rows": [],
     }
     RESULTS.mkdir(exist_ok=True)
+    for case in cases(args.sr_size, args.same_size, args.same_models, args.same_ks):
+        row = measure(case, device, args.repeat)
+        data["rows"].append(row)
+        out.write_text(json.dumps(data, indent=1) + "\n")  # row by row: an interrupted run keeps its rows
+        print(json.dumps({k: v for k, v in row.items() if k != "times_ms"}), file=sys.stderr, flush=True)
+    data["matmul_peak_runs"].append(profiling.matmul_peak_gflops(device))  # again at the end: the best
+    data["matmul_peak_gflops"] = max(data["matmul_peak_runs"])
     out.write_text(json.dumps(data, indent=1) + "\n")
+    rows = data["rows"]
     bar_chart(
         rows,
         REPO / "docs" / "models.png",

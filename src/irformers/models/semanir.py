@@ -108,35 +108,16 @@ def build_dictionary(
 
 
 def mask_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    table: torch.Tensor,
-    dictionary: KeySemanticDictionary,
-    chunk_bytes: int = 256 * 2**20,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, dictionary: KeySemanticDictionary
 ) -> torch.Tensor:
-    """Dense N x N scores with -inf outside the dictionary (the paper's training path).
-
-    Windows go through in chunks whose `(c, h, N, N)` masks stay under `chunk_bytes`, so memory (and
-    with it time) grows linearly with the image instead of materialising every window's mask at once.
-    """
-    b, n, h, _ = q.shape
+    """Dense N x N scores with -inf outside the dictionary (the paper's training path)."""
     rel = relative_position_index(dictionary.window, table.device)
     bias = table[:, rel].to(q.dtype)  # (h, N, N)
-    allowed = dictionary.additive_mask(q.dtype)  # (B', 1, N, N)
-    step = max(1, chunk_bytes // (h * n * n * q.element_size()))
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B', h, N, d)
-    outs = [
-        F.scaled_dot_product_attention(
-            qh[s : s + step],
-            kh[s : s + step],
-            vh[s : s + step],
-            attn_mask=bias + allowed[s : s + step],
-            scale=1.0,
-        )
-        for s in range(0, b, step)
-    ]
-    return torch.cat(outs).transpose(1, 2) if len(outs) > 1 else outs[0].transpose(1, 2)
+    mask = bias + dictionary.additive_mask(q.dtype)  # (B', h, N, N)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=1.0
+    )
+    return out.transpose(1, 2)
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -290,7 +271,7 @@ class KSAttention(nn.Module):
                 memory_bytes=self.memory_bytes,
             )
         if backend == "mask":
-            out = mask_attention(q, k, v, table, dictionary, chunk_bytes=self.memory_bytes // 4)
+            out = mask_attention(q, k, v, table, dictionary)
         elif backend == "gather":
             out = gather_attention(q, k, v, table, dictionary, chunk_bytes=self.memory_bytes // 4)
         else:
