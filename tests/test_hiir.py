@@ -241,6 +241,24 @@ def test_layer_options_train(options):
         assert stage.layers[0].attn.segments[0][0].logit_scale.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(norm="pre"), dict(version=1), dict(version=2), dict(use_l3=False), dict(l3_max_regions=2)],
+)
+def test_cpu_inference_by_tiles_matches_the_whole_image(options, monkeypatch):
+    monkeypatch.setattr(hiir, "TILE_TOKENS", 8 * 8)  # tiles of 2 x 2 regions on a 3 x 5 region image
+    torch.manual_seed(0)
+    stage = hiir.HiIRStage(16, 2, 2, window=2, region=4, stage_conv="linear", **options).eval()
+    x = torch.randn(2, 12, 20, 16)
+    whole = stage(x)  # autograd on: the whole-image path
+    tiles, by_tiles = [], hiir.by_tiles
+    monkeypatch.setattr(hiir, "by_tiles", lambda *a: tiles.append(1) or by_tiles(*a))
+    with torch.no_grad():
+        tiled = stage(x)
+    assert len(tiles) == 2 * (2 if options.get("use_l3", True) else 1)  # local runs around each L3
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="version"):
         hiir.attention_segments(4)

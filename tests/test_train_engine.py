@@ -280,7 +280,7 @@ def test_init_from_other_scale_loads_what_fits(tmp_path):
     from irformers.engine.checkpoint import save_weights
 
     x2 = build_model_from_config(TINY_SEMANIR)
-    save_weights(tmp_path / "x2.safetensors", x2)
+    save_weights(tmp_path / "x2.safetensors", x2, {"training": {"steps": 7, "seconds": 3.0}})
     raw = _raw_config(tmp_path, train={"init": str(tmp_path / "x2.safetensors")}, val={"sets": []})
     raw["model"]["preset"] = "semanir-t-sr-x3"
     raw["data"]["scale"] = 3
@@ -291,6 +291,8 @@ def test_init_from_other_scale_loads_what_fits(tmp_path):
     for key, value in x2.state_dict().items():
         if key not in trainer.init_skipped:
             assert torch.equal(loaded[key], value), key
+    # the fine-tuned weights will carry the summary of the run they started from
+    assert trainer.init_training == {"steps": 7, "seconds": 3.0}
 
 
 TINY_UNET = {"dims": [8, 16, 16, 16], "num_heads": [1, 1, 1, 1], "window_size": 8, "cpb_hidden": 16}

@@ -40,6 +40,7 @@ from irformers.engine import distributed
 from irformers.engine.checkpoint import (
     CheckpointError,
     load_training_state,
+    read_metadata,
     read_state_dict,
     save_training_state,
     save_weights,
@@ -342,6 +343,8 @@ class Trainer:
         self.model = build_model_from_config(cfg.model)
         check_model_fits(self.model, cfg)
         self.init_skipped = load_init_weights(self.model, cfg.train.init) if cfg.train.init else []
+        # A model fine-tuned from another carries that one's training summary: its total cost stays known.
+        self.init_training = read_metadata(cfg.train.init).get("training") if cfg.train.init else None
         self.items, self.sizes = find_items(cfg.data)
         self.dataset = PatchDataset(self.items, cfg.run.seed, augment=cfg.data.augment, cache=cfg.data.cache)
         self.val_sets = self._find_val_sets()
@@ -581,6 +584,7 @@ class Trainer:
                 for s in cfg.data.train
             ],
             "validation": self.validation,
+            **({"init": {"path": cfg.train.init, "training": self.init_training}} if cfg.train.init else {}),
         }
 
     def _checkpoint(self, model: nn.Module, elapsed: float) -> None:

@@ -7,7 +7,7 @@ stage and the presets. The frames (columnar SR and U-shaped) are shared with Sem
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -133,6 +133,20 @@ def ungroup_pieces(groups: list[Tensor], pieces: tuple[Piece, ...], batch: int) 
     return bands[0] if len(bands) == 1 else torch.cat(bands, dim=1)
 
 
+TILE_TOKENS = 128 * 128  # CPU inference: the tile of a layer's region-local work (see HiIRLayer)
+
+
+def by_tiles(fn: Callable[[Tensor, Tensor], Tensor], y: Tensor, x: Tensor, region: int) -> Tensor:
+    """`fn(y_tile, x_tile)` over tiles of whole regions of (B, H, W, C) tensors, reassembled."""
+    side = max(region, int(TILE_TOKENS**0.5) // region * region)
+    out = torch.empty_like(y)
+    for top in range(0, y.shape[1], side):
+        for left in range(0, y.shape[2], side):
+            window = (slice(None), slice(top, top + side), slice(left, left + side))
+            out[window] = fn(y[window], x[window])
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------
 # Attention
 # ----------------------------------------------------------------------------------------------------
@@ -239,12 +253,15 @@ class HiAttention(nn.Module):
             for segment in segments
         )
         self.projs = nn.ModuleList(nn.Linear(dim, dim) for _ in segments)
+        self.region = level_options["region"]
+
+    def steps(self) -> list[nn.Module]:
+        """The levels and projections in the order they apply."""
+        return [m for levels, proj in zip(self.segments, self.projs, strict=True) for m in (*levels, proj)]
 
     def forward(self, x: Tensor) -> Tensor:
-        for levels, proj in zip(self.segments, self.projs, strict=True):
-            for level in levels:
-                x = level(x)
-            x = proj(x)
+        for step in self.steps():
+            x = step(x)
         return x
 
 
@@ -273,11 +290,47 @@ class HiIRLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[1] * x.shape[2] <= TILE_TOKENS:
+            return self._tail(x, self.attn(self.norm1(x) if self.pre_norm else x))
+        return self._forward_by_tiles(x)
+
+    def _tail(self, x: Tensor, attended: Tensor) -> Tensor:
+        """The residual connections and the MLP, given the attention's output for input x."""
         if self.pre_norm:
-            x = x + self.drop_path(self.attn(self.norm1(x)))
+            x = x + self.drop_path(attended)
             return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = x + self.drop_path(self.norm1(self.attn(x)))
+        x = x + self.drop_path(self.norm1(attended))
         return x + self.drop_path(self.norm2(self.mlp(x)))
+
+    def _forward_by_tiles(self, x: Tensor) -> Tensor:
+        """Inference on CPU: everything but L3 runs tile by tile, so that its tensors stay in cache.
+
+        L1 and L2 groups never leave a region, and projections, norms and the MLP act per token, so
+        tiles of whole regions give the same result; only L3 (across regions) sees the whole image.
+        Without this, time per pixel grows once a layer's tensors outgrow the cache.
+        """
+        runs: list[list[nn.Module]] = [[]]
+        for step in self.attn.steps():
+            if getattr(step, "level", 0) == 3:
+                runs += [[step], []]
+            else:
+                runs[-1].append(step)
+        y = x
+        for i, run in enumerate(runs):
+            if i % 2:  # an L3 level
+                y = run[0](y)
+                continue
+            first, last = i == 0, i == len(runs) - 1
+
+            def local(t: Tensor, x_tile: Tensor, run=run, first=first, last=last) -> Tensor:
+                if first and self.pre_norm:
+                    t = self.norm1(t)
+                for step in run:
+                    t = step(t)
+                return self._tail(x_tile, t) if last else t
+
+            y = by_tiles(local, y, x, self.attn.region)
+        return y
 
 
 class HiIRStage(nn.Module):
