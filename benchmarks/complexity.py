@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 from irformers import profiling  # noqa: E402
 from irformers.models import baseline, hiir, semanir  # noqa: E402
-from irformers.models.layers import window_partition, window_reverse  # noqa: E402
+from irformers.models.layers import ResidualLayer, window_partition, window_reverse  # noqa: E402
 
 DIM, HEADS = 180, 6
 P_WINDOW, P_REGION, L3_MAX = 16, 64, 16
@@ -75,7 +75,7 @@ def make_layers(use_l3: bool = True) -> dict[str, torch.nn.Module]:
     return {
         "hiir": hiir.HiIRLayer(DIM, HEADS, segments, window=P_WINDOW, region=P_REGION, l3_max_regions=L3_MAX),
         "semanir": SemanIROneLayer(),
-        "window": baseline.WindowLayer(DIM, HEADS, P_WINDOW),
+        "window": ResidualLayer(DIM, baseline.WindowAttention(DIM, HEADS, P_WINDOW)),
     }
 
 

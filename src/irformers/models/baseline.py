@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import frames
 from .descriptor import Preset
-from .frames import DEFAULT_RGB_MEAN, FramedModel, StageSpec
+from .frames import FramedModel, StageSpec
 from .layers import (
     ContinuousPositionBias,
-    DropPath,
-    Mlp,
+    PaddedStage,
+    ResidualLayer,
     make_stage_conv,
-    pad_to_multiple,
     window_partition,
     window_reverse,
 )
@@ -107,32 +107,8 @@ def window_groups(rows: int, cols: int, device: torch.device) -> tuple[Tensor, T
         return (~on_border).nonzero().squeeze(1).to(device), on_border.nonzero().squeeze(1).to(device)
 
 
-class WindowLayer(nn.Module):
-    """Post-norm residual layer: `x + LN(attn(x))`, then `x + LN(mlp(x))`."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window: int,
-        shift: int = 0,
-        mlp_ratio: float = 2.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.attn = WindowAttention(dim, num_heads, window, shift)
-        self.norm1 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, mlp_ratio)
-        self.norm2 = nn.LayerNorm(dim)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.norm1(self.attn(x)))
-        return x + self.drop_path(self.norm2(self.mlp(x)))
-
-
-class WindowStage(nn.Module):
-    """Layers with shifted windows on odd layers -> stage conv -> + stage input; pads to the window."""
+class WindowStage(PaddedStage):
+    """Post-norm window layers, the windows shifted by half a window on odd layers; pads to the window."""
 
     def __init__(
         self,
@@ -145,39 +121,26 @@ class WindowStage(nn.Module):
         mlp_ratio: float = 2.0,
         drop_path: Sequence[float] = (),
     ) -> None:
-        super().__init__()
         rates = list(drop_path) or [0.0] * depth
-        self.window = window
-        self.layers = nn.ModuleList(
-            WindowLayer(dim, num_heads, window, (i % 2) * (window // 2), mlp_ratio, rates[i])
+        layers = [
+            ResidualLayer(
+                dim,
+                WindowAttention(dim, num_heads, window, (i % 2) * (window // 2)),
+                mlp_ratio=mlp_ratio,
+                drop_path=rates[i],
+            )
             for i in range(depth)
-        )
-        self.conv = make_stage_conv(stage_conv, dim)
-
-    def forward(self, x: Tensor, **_) -> Tensor:
-        h, w = x.shape[1:3]
-        res = pad_to_multiple(x, self.window, channels_last=True)
-        for layer in self.layers:
-            res = layer(res)
-        return x + self.conv(res[:, :h, :w])
+        ]
+        super().__init__(layers, make_stage_conv(stage_conv, dim), window)
 
 
 DEFAULTS = {
+    **frames.COLUMNAR_DEFAULTS,
     "arch": "baseline",
-    "layout": "columnar",
-    "task": "sr",
-    "scale": 2,
-    "in_channels": 3,
-    "out_channels": 3,
-    "dim": 180,
-    "depths": [6] * 6,
-    "num_heads": 6,
     "window_size": 32,
     "mlp_ratio": 2.0,
     "stage_conv": "conv1",  # also the conv after the body
     "drop_path": 0.0,
-    "upsampler_features": 64,
-    "rgb_mean": list(DEFAULT_RGB_MEAN),
 }
 
 

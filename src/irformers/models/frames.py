@@ -37,6 +37,28 @@ StageFactory = Callable[[StageSpec], nn.Module]
 
 DEFAULT_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
+# The frames' own settings; an architecture's defaults start from these and add its stage's.
+COLUMNAR_DEFAULTS = {
+    "layout": "columnar",
+    "task": "sr",
+    "scale": 2,
+    "in_channels": 3,
+    "out_channels": 3,
+    "dim": 180,
+    "depths": [6] * 6,
+    "num_heads": 6,
+    "upsampler_features": 64,
+    "rgb_mean": list(DEFAULT_RGB_MEAN),
+}
+UNET_DEFAULTS = {
+    "layout": "unet",
+    "scale": 1,
+    "in_channels": 3,
+    "out_channels": 3,
+    "global_residual": True,
+    "bayer_input": False,
+}
+
 
 def _per_stage(value: int | Sequence[int], n: int, name: str) -> list[int]:
     if isinstance(value, int):

@@ -15,15 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import frames
 from .descriptor import Preset
-from .frames import DEFAULT_RGB_MEAN, FramedModel, StageSpec
-from .layers import (
-    ContinuousPositionBias,
-    DropPath,
-    Mlp,
-    make_stage_conv,
-    pad_to_multiple,
-)
+from .frames import FramedModel, StageSpec
+from .layers import ContinuousPositionBias, PaddedStage, ResidualLayer, make_stage_conv
 
 # ----------------------------------------------------------------------------------------------------
 # Groupings. Every level is the same operation at a different scale: cut the image into blocks of
@@ -265,8 +260,8 @@ class HiAttention(nn.Module):
         return x
 
 
-class HiIRLayer(nn.Module):
-    """Residual attention + MLP; post-norm by default (`x + LN(f(x))`), pre-norm as an option."""
+class HiIRLayer(ResidualLayer):
+    """Residual Hi-IR attention + MLP, with a tiled path for CPU inference on large images."""
 
     def __init__(
         self,
@@ -279,28 +274,13 @@ class HiIRLayer(nn.Module):
         drop_path: float = 0.0,
         **level_options,
     ) -> None:
-        super().__init__()
-        if norm not in ("post", "pre"):
-            raise ValueError(f"hiir.py: norm must be 'post' or 'pre', got {norm!r}")
-        self.pre_norm = norm == "pre"
-        self.attn = HiAttention(dim, num_heads, segments, **level_options)
-        self.norm1 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, mlp_ratio)
-        self.norm2 = nn.LayerNorm(dim)
-        self.drop_path = DropPath(drop_path)
+        attn = HiAttention(dim, num_heads, segments, **level_options)
+        super().__init__(dim, attn, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[1] * x.shape[2] <= TILE_TOKENS:
-            return self._tail(x, self.attn(self.norm1(x) if self.pre_norm else x))
+            return super().forward(x)
         return self._forward_by_tiles(x)
-
-    def _tail(self, x: Tensor, attended: Tensor) -> Tensor:
-        """The residual connections and the MLP, given the attention's output for input x."""
-        if self.pre_norm:
-            x = x + self.drop_path(attended)
-            return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = x + self.drop_path(self.norm1(attended))
-        return x + self.drop_path(self.norm2(self.mlp(x)))
 
     def _forward_by_tiles(self, x: Tensor) -> Tensor:
         """Inference on CPU: everything but L3 runs tile by tile, so that its tensors stay in cache.
@@ -327,13 +307,13 @@ class HiIRLayer(nn.Module):
                     t = self.norm1(t)
                 for step in run:
                     t = step(t)
-                return self._tail(x_tile, t) if last else t
+                return self.residual(x_tile, t) if last else t
 
             y = by_tiles(local, y, x, self.attn.region)
         return y
 
 
-class HiIRStage(nn.Module):
+class HiIRStage(PaddedStage):
     """`x + stage_conv(layers(x))`; pads to the region size when the caller's size is not a multiple."""
 
     def __init__(
@@ -350,10 +330,8 @@ class HiIRStage(nn.Module):
         drop_path: Sequence[float] | float = 0.0,
         **layer_options,
     ) -> None:
-        super().__init__()
         rates = [drop_path] * depth if isinstance(drop_path, int | float) else list(drop_path)
-        self.region = region
-        self.layers = nn.ModuleList(
+        layers = [
             HiIRLayer(
                 dim,
                 num_heads,
@@ -364,15 +342,8 @@ class HiIRStage(nn.Module):
                 **layer_options,
             )
             for i in range(depth)
-        )
-        self.conv = make_stage_conv(stage_conv, dim)
-
-    def forward(self, x: Tensor, **_) -> Tensor:
-        h, w = x.shape[1:3]
-        res = pad_to_multiple(x, self.region, channels_last=True)
-        for layer in self.layers:
-            res = layer(res)
-        return x + self.conv(res[:, :h, :w])
+        ]
+        super().__init__(layers, make_stage_conv(stage_conv, dim), region)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -381,8 +352,6 @@ class HiIRStage(nn.Module):
 
 _COMMON = {
     "arch": "hiir",
-    "in_channels": 3,
-    "out_channels": 3,
     "version": 3,  # 1, 2: the paper's earlier attention designs (ablation)
     "use_l3": True,  # False: tree depth 2 (L1, L2 only)
     "permute": True,  # False: the no-permutation ablation (L2 groups of consecutive pixels)
@@ -394,23 +363,15 @@ _COMMON = {
     "drop_path": 0.0,
 }
 COLUMNAR_DEFAULTS = {
+    **frames.COLUMNAR_DEFAULTS,
     **_COMMON,
-    "layout": "columnar",
-    "task": "sr",
-    "scale": 2,
-    "dim": 180,
-    "depths": [6] * 6,
-    "num_heads": 6,
     "window_size": 16,  # p
     "region_size": 64,  # P
-    "upsampler_features": 64,
-    "rgb_mean": list(DEFAULT_RGB_MEAN),
 }
 UNET_DEFAULTS = {
+    **frames.UNET_DEFAULTS,
     **_COMMON,
-    "layout": "unet",
     "task": "deblur",
-    "scale": 1,
     "dims": [48, 96, 192, 384],
     "depths": [2, 4, 4, 8],
     "decoder_depths": [2, 4, 4],
@@ -418,8 +379,6 @@ UNET_DEFAULTS = {
     "refinement_depth": 2,
     "window_size": [16, 8, 8, 4],  # per level; every level's region spans 64 input pixels
     "region_size": [64, 32, 16, 8],
-    "global_residual": True,
-    "bayer_input": False,
 }
 
 

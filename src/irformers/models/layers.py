@@ -187,6 +187,54 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+class ResidualLayer(nn.Module):
+    """Attention then MLP, each a residual branch: post-norm `x + LN(f(x))` (SwinIR v2, GRL) or pre-norm.
+
+    The architectures differ only in `attn`, called as `attn(x, *context)` (SemanIR passes its dictionary).
+    """
+
+    def __init__(
+        self, dim: int, attn: nn.Module, *, mlp_ratio: float = 2.0, norm: str = "post", drop_path: float = 0.0
+    ) -> None:
+        super().__init__()
+        if norm not in ("post", "pre"):
+            raise ValueError(f"norm must be 'post' or 'pre', got {norm!r}")
+        self.pre_norm = norm == "pre"
+        self.attn = attn
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
+        return self.residual(x, self.attn(self.norm1(x) if self.pre_norm else x, *context))
+
+    def residual(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The rest of the layer, given the attention's output for input x."""
+        if self.pre_norm:
+            x = x + self.drop_path(attended)
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.norm1(attended))
+        return x + self.drop_path(self.norm2(self.mlp(x)))
+
+
+class PaddedStage(nn.Module):
+    """`x + conv(layers(x))`, the layers run on x reflect-padded to `multiple` (a window or a region)."""
+
+    def __init__(self, layers: Sequence[nn.Module], conv: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.conv = conv
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
+        h, w = x.shape[1:3]
+        res = pad_to_multiple(x, self.multiple, channels_last=True)
+        for layer in self.layers:
+            res = layer(res)
+        return x + self.conv(res[:, :h, :w])
+
+
 class ChannelsLastConv(nn.Module):
     """Runs an NCHW conv stack on channels-last tokens, so stages can end with a convolution."""
 

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import frames
 from .descriptor import Preset
-from .frames import DEFAULT_RGB_MEAN, FramedModel, StageSpec
+from .frames import FramedModel, StageSpec
 from .layers import (
     ContinuousPositionBias,
-    DropPath,
-    Mlp,
+    ResidualLayer,
     Size2,
     make_stage_conv,
     pad_to_multiple,
@@ -282,30 +282,17 @@ class KSAttention(nn.Module):
 # --------------------------------------------------------------------------- layer and stage
 
 
-class SemanIRLayer(nn.Module):
-    """Attention then MLP, residual; post-norm (`x + LN(f(x))`, as in GRL) or pre-norm."""
+class SemanIRLayer(ResidualLayer):
+    """Residual key-semantic attention + MLP; post-norm as in GRL, pre-norm as an option.
+
+    Called as `layer(tokens, dictionary, backend)`.
+    """
 
     def __init__(
         self, dim: int, num_heads: int, *, mlp_ratio: float, norm: str, drop_path: float, **attn_options
     ) -> None:
-        super().__init__()
-        if norm not in ("post", "pre"):
-            raise ValueError(f"semanir: unknown norm {norm!r}; expected 'post' or 'pre'")
-        self.post_norm = norm == "post"
-        self.attn = KSAttention(dim, num_heads, **attn_options)
-        self.norm1 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, mlp_ratio)
-        self.norm2 = nn.LayerNorm(dim)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(
-        self, x: torch.Tensor, dictionary: KeySemanticDictionary, backend: str | None = None
-    ) -> torch.Tensor:
-        if self.post_norm:
-            x = x + self.drop_path(self.norm1(self.attn(x, dictionary, backend)))
-            return x + self.drop_path(self.norm2(self.mlp(x)))
-        x = x + self.drop_path(self.attn(self.norm1(x), dictionary, backend))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        attn = KSAttention(dim, num_heads, **attn_options)
+        super().__init__(dim, attn, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path)
 
 
 class SemanIRStage(nn.Module):
@@ -355,8 +342,6 @@ class SemanIRStage(nn.Module):
 
 _COMMON = {
     "arch": "semanir",
-    "in_channels": 3,
-    "out_channels": 3,
     "window_size": 32,
     "k": 512,  # inference default; any k works at run time (model(x, k=...))
     "train_k": "random",  # "random": draw from RANDOM_K_CHOICES per training forward; "fixed": use k
@@ -371,29 +356,19 @@ _COMMON = {
     "drop_path": 0.0,
 }
 COLUMNAR_DEFAULTS = {
+    **frames.COLUMNAR_DEFAULTS,
     **_COMMON,
-    "layout": "columnar",
-    "task": "sr",
-    "scale": 2,
-    "dim": 180,
-    "depths": [6] * 6,
-    "num_heads": 6,
     "body_conv": "conv1",
-    "upsampler_features": 64,
-    "rgb_mean": list(DEFAULT_RGB_MEAN),
 }
 UNET_DEFAULTS = {
+    **frames.UNET_DEFAULTS,
     **_COMMON,
-    "layout": "unet",
     "task": "denoise",
-    "scale": 1,
     "dims": [64, 128, 256, 384],
     "depths": [4, 4, 6, 8],
     "decoder_depths": [4, 4, 6],
     "num_heads": [2, 4, 8, 12],
     "refinement_depth": 4,
-    "global_residual": True,
-    "bayer_input": False,
 }
 
 
