@@ -1,14 +1,15 @@
 """Cost against image size of one Hi-IR layer, one SemanIR layer and one plain window-attention layer.
 
 All three at the same width (C = 180, 6 heads):
-- Hi-IR Version 3 with p = 16, P = 64 (L3 in blocks of at most 16 x 16 regions);
+- Hi-IR Version 3 with p = 16, P = 64 (L3 in blocks of at most 16 x 16 regions), as it runs (on CPU,
+  region-local work in tiles of `hiir.TILE_TOKENS`) and as `hiir_whole` (every step on the whole map);
 - SemanIR with its dictionary (window 32, k = 512), built in the timed call as a one-layer stage would,
   on the dense `mask` backend (its fastest at this density; about 7 GB at 512^2);
 - window attention with window p = 16 (the `baseline` layer, unshifted).
 Forward without autograd on square feature maps of 64^2 .. 512^2 tokens: time and peak memory
 (CPU: rise of the resident-set high-water mark over one call, in a child process whose allocator maps
 every large block, so that freed memory leaves the RSS; CUDA: the allocator's peak). Rounds interleave
-the three layers so that load from other processes spreads over all of them; the time reported is the
+the layers so that load from other processes spreads over all of them; the time reported is the
 minimum. The exponent b of time ~ pixels^b is fitted by least squares on log-log axes. The receptive
 field of one layer is measured too: the input pixels with a non-zero gradient for one output pixel.
 Writes benchmarks/results/complexity.json and docs/complexity.png (drawn with Pillow).
@@ -49,6 +50,7 @@ COLORS = {
     "semanir": (31, 119, 180),
     "window": (44, 160, 44),
     "hiir_no_l3": (255, 127, 14),
+    "hiir_whole": (255, 152, 150),
 }
 
 
@@ -69,11 +71,24 @@ class SemanIROneLayer(torch.nn.Module):
         return window_reverse(self.layer(tokens, dictionary), window, h, w)
 
 
+class WholeImage(torch.nn.Module):
+    """A Hi-IR layer without its tiled CPU inference path: every step on the whole feature map."""
+
+    def __init__(self, layer: hiir.HiIRLayer) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ResidualLayer.forward(self.layer, x)
+
+
 def make_layers(use_l3: bool = True) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     segments = hiir.attention_segments(3, use_l3=use_l3)
+    layer = hiir.HiIRLayer(DIM, HEADS, segments, window=P_WINDOW, region=P_REGION, l3_max_regions=L3_MAX)
     return {
-        "hiir": hiir.HiIRLayer(DIM, HEADS, segments, window=P_WINDOW, region=P_REGION, l3_max_regions=L3_MAX),
+        "hiir": layer,
+        "hiir_whole": WholeImage(layer),
         "semanir": SemanIROneLayer(),
         "window": ResidualLayer(DIM, baseline.WindowAttention(DIM, HEADS, P_WINDOW)),
     }
@@ -230,7 +245,7 @@ def plot(rows: list[dict], macs: dict, fits: dict, title: str, path: Path) -> No
         _panel(draw, (90 + 480 * k, 70, 450 + 480 * k, 470), series, label, fonts, reference)
     draw.text((width / 2, 12), title, fill="black", font=fonts[1], anchor="mt")
     for k, name in enumerate(names):
-        x, y = 90 + 460 * k, 540
+        x, y = 90 + 720 * (k % 2), 525 + 30 * (k // 2)
         draw.line([(x, y), (x + 30, y)], fill=COLORS[name], width=4)
         f = fits[name]
         mem = "-" if f["memory_exponent"] is None else f"{f['memory_exponent']:.2f}"
@@ -285,7 +300,7 @@ def main() -> None:
                     "peak_mb": None if mb is None else round(mb, 1),
                 }
             )
-            print(f"  {name:8s} {size:4d}^2: {ms:9.1f} ms  peak {mb if mb is None else round(mb)} MB")
+            print(f"  {name:10s} {size:4d}^2: {ms:9.1f} ms  peak {mb if mb is None else round(mb)} MB")
 
     mac_sizes = sorted({*args.sizes, *MAC_SIZES})
     macs = macs_per_pixel(mac_sizes)
@@ -315,7 +330,8 @@ def main() -> None:
             f" ({', '.join(f'{m / 1e3:.0f}k' for m in macs[name].values())} per pixel at {mac_sizes}^2)"
         )
 
-    probes = {**layers, "hiir_no_l3": make_layers(use_l3=False)["hiir"].to(device)}
+    probes = {name: layer for name, layer in layers.items() if name != "hiir_whole"}
+    probes["hiir_no_l3"] = make_layers(use_l3=False)["hiir"].to(device)
     fields = {name: receptive_field(layer, args.rf_size, device) for name, layer in probes.items()}
     for name, rf in fields.items():
         print(f"receptive field of one {name} layer: {rf['pixels']} pixels, box {rf['box']} of {rf['image']}")

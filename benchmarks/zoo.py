@@ -103,9 +103,14 @@ def markdown(results: dict) -> str:
     for preset, r in results.items():
         t = r["training"] or {}
         data = ", ".join(d["target"] for d in t.get("data", []))
+        stages = [t]  # a fine-tuned model: its init's summary first
+        while (stages[0].get("init") or {}).get("training"):
+            stages.insert(0, stages[0]["init"]["training"])
+        steps = " + ".join(str(s.get("steps")) for s in stages)
+        minutes = " + ".join(f"{s.get('seconds', 0) / 60:.0f}" for s in stages)
         lines += [
             f"**{preset}** — {r['params'] / 1e6:.2f} M parameters, trained on {data} for "
-            f"{t.get('steps')} steps in {t.get('seconds', 0) / 60:.0f} min (CPU, 1 thread), "
+            f"{steps} steps in {minutes} min (CPU, 1 thread{', in stages' if len(stages) > 1 else ''}), "
             f"{r['size_bytes'] / 2**20:.1f} MiB. "
             f"`{_shown(r['command'])}`; reference: `{_shown(r['reference_command'])}`",
             "",
