@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from irformers.data.io import atomic_write
 from irformers.engine.checkpoint import read_metadata
 from irformers.inference import load_model
 from irformers.models.presets import bundled_weights
@@ -70,7 +71,6 @@ def main() -> int:
     )
     args = parser.parse_args()
     env = {**os.environ, "IRFORMERS_DATA": str(Path(args.data_root).resolve()), "CUDA_VISIBLE_DEVICES": ""}
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
     for preset in args.only or SHIPPED:
         weights = bundled_weights(preset)
         if weights is None:
@@ -78,7 +78,7 @@ def main() -> int:
             continue
         test_args, reference = SHIPPED[preset]
         meta = read_metadata(weights)
-        results[preset] = {
+        entry = {
             "command": command(preset, test_args),
             "reference_command": command(reference, test_args),
             "params": sum(p.numel() for p in load_model(preset).parameters()),
@@ -87,9 +87,11 @@ def main() -> int:
             "rows": run(preset, test_args, env),
             "reference_rows": run(reference, test_args, env),
         }
-        OUT.write_text(json.dumps(results, indent=1) + "\n")  # after each model: partial runs keep theirs
+        # merged into the file as it is now, after each model: other runs and partial runs keep theirs
+        results = {**(json.loads(OUT.read_text()) if OUT.exists() else {}), preset: entry}
+        atomic_write(OUT, lambda tmp, results=results: tmp.write_text(json.dumps(results, indent=1) + "\n"))
         print(f"{preset}: done", file=sys.stderr, flush=True)
-    print(markdown(results))
+    print(markdown(json.loads(OUT.read_text()) if OUT.exists() else {}))
     return 0
 
 
