@@ -9,7 +9,7 @@ the same run (`irformers.profiling`). Writes benchmarks/results/models.json, doc
 BENCHMARKS.md (which also reports the results of the other benchmark scripts, each with its command).
 
     python benchmarks/models.py [--repeat 3] [--threads N] [--device cpu] [--sr-size 128] [--same-size 256]
-                                [--same-models ...] [--same-ks 64 ...]
+                                [--ks 64 ...] [--same-models ...] [--same-ks 64 ...]
 """
 
 from __future__ import annotations
@@ -43,12 +43,16 @@ KS = (64, 128, 256, 512)
 BASELINE = "baseline-swin-sr-x2"
 
 
-def cases(sr_size: int, same_size: int, same_models: list[str], same_ks: list[int]) -> list[dict]:
-    """(label, size, scale, k) in measuring order: every model at x2 SR, then the same-size subset."""
+def cases(
+    sr_size: int, same_size: int, same_models: list[str], same_ks: list[int], ks: list[int]
+) -> list[dict]:
+    """(label, size, scale, k) in measuring order: every model at x2 SR, then the same-size subset.
+
+    SemanIR-S runs at every k of `ks` (`same_ks` at the same size), SemanIR-B at the largest."""
     out = []
-    for size, scale, names, ks in ((sr_size, 2, list(MODELS), KS), (same_size, 1, same_models, same_ks)):
+    for size, scale, names, kks in ((sr_size, 2, list(MODELS), ks), (same_size, 1, same_models, same_ks)):
         for name in names:
-            kk = ks if name.startswith("semanir-s") else (512,) if name.startswith("semanir") else (None,)
+            kk = (None,) if not name.startswith("semanir") else kks if "-s-" in name else (max(kks),)
             out += [{"model": name, "size": size, "scale": scale, "k": k} for k in kk]
     return out
 
@@ -203,10 +207,12 @@ def summary_section(data: dict) -> list[str]:
     rows, peak = data["rows"], data["matmul_peak_gflops"]
     size = min(r["size"] for r in rows)
     base = _time(rows, BASELINE, size)
-    semanir_s = [_time(rows, "semanir-s-sr-x2", size, k) for k in KS]
+    ks = sorted(r["k"] for r in rows if r["model"] == "semanir-s-sr-x2" and r["size"] == size)
+    semanir_s = [_time(rows, "semanir-s-sr-x2", size, k) for k in ks]
     falls = all(a < b for a, b in itertools.pairwise(semanir_s))
-
-    dense = next(r for r in rows if r["model"] == "semanir-s-sr-x2" and r["size"] == size and r["k"] == 512)
+    densest = next(
+        r for r in rows if r["model"] == "semanir-s-sr-x2" and r["size"] == size and r["k"] == ks[-1]
+    )
 
     def fraction(model: str, k: int | None = None) -> str:
         row = next(r for r in rows if r["model"] == model and r["size"] == size and r["k"] == k)
@@ -218,12 +224,12 @@ def summary_section(data: dict) -> list[str]:
         f"- SemanIR-S at k = 64 against the window baseline of the same width, depth and window (32), x2 SR "
         f"on {size}x{size}: **{base / semanir_s[0]:.2f}x faster**; time falls as k falls: "
         f"{'yes' if falls else 'no'} ("
-        + ", ".join(f"k={k}: {t / 1000:.2f} s" for k, t in zip(KS, semanir_s, strict=True))
+        + ", ".join(f"k={k}: {t / 1000:.2f} s" for k, t in zip(ks, semanir_s, strict=True))
         + f"; baseline {base / 1000:.2f} s).",
         f"- Achieved throughput, fraction of the measured fp32 matmul peak ({peak:.0f} GFLOP/s), x2 SR on "
         f"{size}x{size}: Hi-IR-B **{fraction('hiir-b-sr-x2')}**, SemanIR-S k = 64 **"
-        f"{fraction('semanir-s-sr-x2', 64)}**, k = 512 {fraction('semanir-s-sr-x2', 512)} (attention path "
-        f"`{dense['backend']}` at this density; FLOPs are counted as the sparse work).",
+        f"{fraction('semanir-s-sr-x2', 64)}**, k = {ks[-1]} {fraction('semanir-s-sr-x2', ks[-1])} (attention "
+        f"path `{densest['backend']}` at this density; FLOPs are counted as the sparse work).",
     ]
     path = RESULTS / "complexity.json"
     if path.exists():
@@ -257,6 +263,7 @@ def main() -> int:
     parser.add_argument("--sr-size", type=int, default=128, help="LR side of the x2 SR case")
     parser.add_argument("--same-size", type=int, default=256, help="side of the same-size (scale 1) case")
     parser.add_argument("--same-models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--ks", type=int, nargs="+", default=list(KS), help="SemanIR-S k at x2 SR")
     parser.add_argument(
         "--same-ks", type=int, nargs="+", default=list(KS), help="SemanIR-S k at the same size"
     )
@@ -284,7 +291,7 @@ def main() -> int:
         "rows": [],
     }
     RESULTS.mkdir(exist_ok=True)
-    for case in cases(args.sr_size, args.same_size, args.same_models, args.same_ks):
+    for case in cases(args.sr_size, args.same_size, args.same_models, args.same_ks, args.ks):
         row = measure(case, device, args.repeat)
         data["rows"].append(row)
         out.write_text(json.dumps(data, indent=1) + "\n")  # row by row: an interrupted run keeps its rows

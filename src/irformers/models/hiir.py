@@ -128,7 +128,7 @@ def ungroup_pieces(groups: list[Tensor], pieces: tuple[Piece, ...], batch: int) 
     return bands[0] if len(bands) == 1 else torch.cat(bands, dim=1)
 
 
-TILE_TOKENS = 128 * 128  # CPU inference: the tile of a layer's region-local work (see HiIRLayer)
+TILE_TOKENS = 64 * 64  # CPU inference: the tile of a layer's region-local work (see HiIRLayer)
 
 
 def by_tiles(fn: Callable[[Tensor, Tensor], Tensor], y: Tensor, x: Tensor, region: int) -> Tensor:
