@@ -165,8 +165,7 @@ def models_section(data: dict) -> list[str]:
     lines += [
         f"Hi-IR on CPU runs the region-local part of each layer (L1, L2, projections, MLP) in tiles of "
         f"{hiir.TILE_TOKENS} tokens when the feature map is larger (`hiir.TILE_TOKENS`; same result, "
-        "tensors stay in cache); the 128x128 LR rows are one tile. SemanIR and the baseline run whole "
-        "feature maps.",
+        "tensors stay in cache). SemanIR and the baseline run whole feature maps.",
         "",
         "![latency per model](docs/models.png)",
         "",
