@@ -97,13 +97,19 @@ def test_mask_and_gather_agree_outputs_and_gradients(window, ks):
             torch.testing.assert_close(gg, gm, rtol=0, atol=1e-5 * max(1.0, gm.abs().max().item()) * 10)
 
 
-def test_gather_chunks_do_not_change_the_result():
+def test_gather_and_mask_chunks_do_not_change_the_result():
     attn, _, dictionary = _attention_case((8, 8), 9)
     q, k, v = (torch.randn(2, 64, 3, 4) for _ in range(3))
     table = attn.cpb((8, 8)).detach()
     whole = semanir.gather_attention(q, k, v, table, dictionary)
     chunked = semanir.gather_attention(q, k, v, table, dictionary, chunk_bytes=2 * 2 * 9 * 12 * 4 * 5)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+    one_window = 3 * 64 * 64 * 4  # mask chunks of one window each
+    dense = semanir.mask_attention(q, k, v, table, dictionary)
+    torch.testing.assert_close(
+        semanir.mask_attention(q, k, v, table, dictionary, chunk_bytes=one_window), dense
+    )
+    torch.testing.assert_close(dense, whole, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("window", [(8, 8), (16, 16), (32, 32), (6, 10)])
@@ -148,10 +154,10 @@ def test_choose_backend():
     assert choose_backend(1024, 512, backward=False, **common) == "mask"
     assert choose_backend(256, 32, backward=False, **common) == "mask"  # small windows: dense wins
     assert choose_backend(64, 64, backward=False, **common) == "mask"
-    assert (
-        choose_backend(4096, 2048, backward=False, batch=64, heads=6, device=cpu, memory_bytes=2**30)
-        == "gather"
-    )
+    # a dense mask over the budget: chunked in inference, sparse with autograd (every chunk is kept)
+    big = {"batch": 64, "heads": 6, "device": cpu, "memory_bytes": 2**30}
+    assert choose_backend(4096, 2048, backward=False, **big) == "mask"
+    assert choose_backend(4096, 2048, backward=True, **big) == "gather"
 
 
 def test_bad_backend_and_options_are_reported():

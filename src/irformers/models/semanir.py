@@ -108,16 +108,35 @@ def build_dictionary(
 
 
 def mask_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, dictionary: KeySemanticDictionary
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    table: torch.Tensor,
+    dictionary: KeySemanticDictionary,
+    chunk_bytes: int = 256 * 2**20,
 ) -> torch.Tensor:
-    """Dense N x N scores with -inf outside the dictionary (the paper's training path)."""
+    """Dense N x N scores with -inf outside the dictionary (the paper's training path).
+
+    Windows go through in chunks whose `(c, h, N, N)` masks stay under `chunk_bytes`, so memory (and
+    with it time) grows linearly with the image instead of materialising every window's mask at once.
+    """
+    b, n, h, _ = q.shape
     rel = relative_position_index(dictionary.window, table.device)
     bias = table[:, rel].to(q.dtype)  # (h, N, N)
-    mask = bias + dictionary.additive_mask(q.dtype)  # (B', h, N, N)
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=1.0
-    )
-    return out.transpose(1, 2)
+    allowed = dictionary.additive_mask(q.dtype)  # (B', 1, N, N)
+    step = max(1, chunk_bytes // (h * n * n * q.element_size()))
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B', h, N, d)
+    outs = [
+        F.scaled_dot_product_attention(
+            qh[s : s + step],
+            kh[s : s + step],
+            vh[s : s + step],
+            attn_mask=bias + allowed[s : s + step],
+            scale=1.0,
+        )
+        for s in range(0, b, step)
+    ]
+    return torch.cat(outs).transpose(1, 2) if len(outs) > 1 else outs[0].transpose(1, 2)
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -205,16 +224,18 @@ def choose_backend(
     """What `auto` runs for one attention call over `batch` windows of `n` tokens.
 
     On CPU the fused sparse path wins when windows are large and the dictionary sparse; otherwise the
-    dense path (what the paper trains with) unless its scores would not fit `memory_bytes`. On GPU the
-    dense kernels are used (no fused kernel measured there).
+    dense path (what the paper trains with), which in inference runs windows in chunks under the budget;
+    with autograd every chunk's scores are kept, so `gather` takes over when they would not fit
+    `memory_bytes`. On GPU the dense kernels are used (no fused kernel measured there).
     """
     if k >= n:
         return "mask"
     density = FUSED_MAX_DENSITY_BACKWARD if backward else FUSED_MAX_DENSITY
     if device.type == "cpu" and n >= FUSED_MIN_N and k <= density * n and fused_available():
         return "fused"
-    dense_bytes = 3 * batch * heads * n * n * 4
-    return "mask" if dense_bytes <= memory_bytes else "gather"
+    if backward:  # autograd keeps every chunk's scores: the dense path only while they fit the budget
+        return "mask" if 3 * batch * heads * n * n * 4 <= memory_bytes else "gather"
+    return "mask"  # inference: windows go in chunks under the budget
 
 
 class KSAttention(nn.Module):
@@ -271,7 +292,7 @@ class KSAttention(nn.Module):
                 memory_bytes=self.memory_bytes,
             )
         if backend == "mask":
-            out = mask_attention(q, k, v, table, dictionary)
+            out = mask_attention(q, k, v, table, dictionary, chunk_bytes=self.memory_bytes // 4)
         elif backend == "gather":
             out = gather_attention(q, k, v, table, dictionary, chunk_bytes=self.memory_bytes // 4)
         else:
