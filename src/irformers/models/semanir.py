@@ -176,24 +176,24 @@ def gather_attention(
     return torch.cat(outs, dim=2).transpose(1, 2)
 
 
-def _fused_core(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    table: torch.Tensor,
-    index: torch.Tensor,
-    rows: torch.Tensor,
+def _fused_scores(
+    q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, index: torch.Tensor, rows: torch.Tensor
 ) -> torch.Tensor:
-    # Written as broadcast products + sums (not einsum) so that the compiler fuses the gathers into
-    # the reductions: the (B', N, k, h, d) gathered keys and values are never written to memory.
-    keys, values = _gather_rows(k, index), _gather_rows(v, index)
-    bias = table[:, rows].permute(1, 2, 3, 0)  # (B', N, k, h)
-    scores = (q.unsqueeze(2) * keys).sum(-1) + bias
-    probs = scores.softmax(dim=2)
-    return (probs.unsqueeze(-1) * values).sum(2)
+    """`(B', N, h, k)` scores of each query with its dictionary's keys, plus position bias."""
+    # Broadcast product + sum (not einsum) so that the compiler fuses the gather into the reduction:
+    # the (B', N, k, h, d) gathered keys are never written to memory.
+    keys = _gather_rows(k, index).transpose(2, 3)  # (B', N, h, k, d), a view
+    return (q.unsqueeze(3) * keys).sum(-1) + table[:, rows].permute(1, 2, 0, 3)
 
 
-_FUSED_STATE: dict[str, object] = {"fn": None, "failed": False}
+def _fused_weighted_sum(probs: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`probs (B', N, k, h)` -> `(B', N, h, d)`: the values of each query's dictionary, weighted."""
+    return (probs.unsqueeze(-1) * _gather_rows(v, index)).sum(2)
+
+
+# Compiled as two kernels with the softmax between them, in the layouts each is fastest in: fusing all
+# three lets the compiler take the softmax over a strided axis, which runs 2x slower (docs/semanir.md).
+_FUSED_STATE: dict[str, object] = {"scores": None, "weighted_sum": None, "failed": False}
 
 
 def fused_available() -> bool:
@@ -206,10 +206,14 @@ def fused_attention(
 ) -> torch.Tensor:
     """The gather path compiled with `torch.compile`; falls back to `gather_attention` if compiling fails."""
     if not _FUSED_STATE["failed"]:
-        if _FUSED_STATE["fn"] is None:
-            _FUSED_STATE["fn"] = torch.compile(_fused_core, dynamic=None)
+        if _FUSED_STATE["scores"] is None:
+            _FUSED_STATE["scores"] = torch.compile(_fused_scores, dynamic=None)
+            _FUSED_STATE["weighted_sum"] = torch.compile(_fused_weighted_sum, dynamic=None)
         try:
-            return _FUSED_STATE["fn"](q, k, v, table.to(q.dtype), dictionary.index, dictionary.bias_rows())
+            index = dictionary.index
+            scores = _FUSED_STATE["scores"](q, k, table.to(q.dtype), index, dictionary.bias_rows())
+            probs = scores.softmax(-1).transpose(2, 3).contiguous()  # (B', N, k, h)
+            return _FUSED_STATE["weighted_sum"](probs, v, index)
         except Exception as err:  # any compiler failure means: use the eager path
             _FUSED_STATE["failed"] = True
             warnings.warn(
