@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from irformers import allocator, profiling
+from irformers import profiling
 from irformers.models import semanir
 
 NS = (256, 1024, 4096)
@@ -217,7 +217,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    allocator.keep_freed_blocks()  # as the CLI runs
     device = torch.device(args.device)
     backends = ["mask", "gather"] + ([] if args.no_fused else ["fused"])
     if args.memory_probe:

@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
-from irformers import allocator, profiling  # noqa: E402
+from irformers import profiling  # noqa: E402
 from irformers.models import baseline, hiir, semanir  # noqa: E402
 from irformers.models.layers import ResidualLayer, window_partition, window_reverse  # noqa: E402
 
@@ -267,7 +267,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--memory-probe", type=int, metavar="SIZE", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    allocator.keep_freed_blocks()  # as the CLI runs
     if args.memory_probe:  # the child process of `peak_memory`
         torch.set_num_threads(args.threads)
         x = torch.randn(1, args.memory_probe, args.memory_probe, DIM)

@@ -5,13 +5,11 @@ frame, width 180, 6 x 6 layers, window 32): x2 SR on a 128x128 LR input, and the
 for a same-size task (scale 1: no upsampler) on 256x256. Per row: params, MACs (FLOPs / 2, torch's
 flop counter; SemanIR's sparse work), median latency of `--repeat` calls after a warm-up, peak
 memory of one call, achieved GFLOP/s and its fraction of the machine's fp32 matmul peak, measured in
-the same run (`irformers.profiling`). glibc keeps freed blocks for reuse, as the `irformers` CLI
-sets it (`irformers.allocator`; `--default-malloc` measures without). Writes
-benchmarks/results/models.json, docs/models.png and BENCHMARKS.md (which also reports the results of
-the other benchmark scripts, each with its command).
+the same run (`irformers.profiling`). Writes benchmarks/results/models.json, docs/models.png and
+BENCHMARKS.md (which also reports the results of the other benchmark scripts, each with its command).
 
     python benchmarks/models.py [--repeat 3] [--threads N] [--device cpu] [--sr-size 128] [--same-size 256]
-                                [--ks 64 ...] [--same-models ...] [--same-ks 64 ...] [--default-malloc]
+                                [--ks 64 ...] [--same-models ...] [--same-ks 64 ...]
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from irformers import allocator, profiling
+from irformers import profiling
 from irformers.models import build_model, hiir
 
 HERE = Path(__file__).resolve().parent
@@ -273,11 +271,6 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="keep glibc's default mmap threshold (measures what irformers.allocator gains)",
-    )
-    parser.add_argument(
         "--markdown-only", action="store_true", help="rewrite BENCHMARKS.md from the JSON files"
     )
     args = parser.parse_args()
@@ -285,8 +278,6 @@ def main() -> int:
     if args.markdown_only:
         write_markdown(json.loads(out.read_text()))
         return 0
-    if not args.default_malloc:
-        allocator.keep_freed_blocks()  # as the CLI runs
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

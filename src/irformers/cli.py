@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from irformers import allocator
 from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, list_images
 
 BAD_USAGE, INPUT_FAILED = 2, 1
@@ -667,7 +666,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    allocator.keep_freed_blocks()  # large activations are reused, not page-faulted in per call
     try:
         return args.func(args)
     except (UsageError, DatasetError) as err:

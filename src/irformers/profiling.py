@@ -9,15 +9,17 @@ the project quotes is taken the same way:
 - Latency is the median of `repeat` timed calls after `warmup` untimed ones (CUDA: synchronised).
 - Peak memory is what one call adds at its peak: the CUDA allocator's high-water mark, or on Linux
   CPUs the rise of the resident-set high-water mark, with glibc told to map every large block
-  afresh and to hand its free pages back first (`allocator.large_blocks_unmapped`), so that memory
-  freed by earlier calls does not hide this call's allocations. None elsewhere.
+  afresh and to hand its free pages back first (`mallopt`, `malloc_trim`), so that memory freed by
+  earlier calls does not hide this call's allocations. None elsewhere.
 - Achieved GFLOP/s = 2 x MACs / median time; `matmul_peak_gflops` measures the reference it is
   compared with (a large square matmul of the same dtype on the same device, in the same run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import gc
 import os
 import platform
@@ -30,9 +32,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import allocator
-
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
 def machine_info(device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
@@ -50,7 +51,6 @@ def machine_info(device: torch.device, dtype: torch.dtype = torch.float32) -> di
         "python": platform.python_version(),
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
-        "malloc_mmap_threshold_mb": allocator.mmap_threshold_mb(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -95,6 +95,18 @@ def _status_kb(field: str) -> int:
     return int(line.split()[1])
 
 
+@contextlib.contextmanager
+def _large_blocks_unmapped():
+    """glibc: serve blocks over 128 KiB by mmap, so that free() returns them to the system at once."""
+    libc = ctypes.CDLL(None)
+    libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    libc.malloc_trim(0)  # free heap pages go back too: reusing them must fault them in again
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's ceiling for its dynamic threshold
+
+
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
     """Extra memory (MiB) one call of `fn` needs at its peak; None where it cannot be measured."""
     gc.collect()
@@ -105,9 +117,9 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
         fn()
         synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    with allocator.large_blocks_unmapped() as unmapped:
-        if not unmapped:
-            return None
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    with _large_blocks_unmapped():
         try:
             Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark to the current RSS
         except OSError:
