@@ -115,7 +115,7 @@ def make_inputs(n: int, k: int, tokens: int, device: torch.device, seed: int = 0
     t0 = time.perf_counter()
     dictionary = semanir.build_dictionary(tensors[0], k, (side, side))
     dict_ms = (time.perf_counter() - t0) * 1000
-    dictionary.additive_mask(q.dtype)
+    dictionary.allowed()
     dictionary.bias_rows()
     return tensors[1:], dictionary, b, dict_ms
 

@@ -34,6 +34,14 @@ def test_dictionary_cosine_option_and_k_clamp():
     assert build_dictionary(tokens, 99, (1, 3)).k == 3
 
 
+def test_dictionary_chunks_do_not_change_it():
+    tokens = torch.randn(5, 16, 8, generator=torch.Generator().manual_seed(1))
+    whole = build_dictionary(tokens, 4, (4, 4)).index.sort(-1).values
+    one_window = 16 * 16 * 4
+    chunked = build_dictionary(tokens, 4, (4, 4), chunk_bytes=one_window).index.sort(-1).values
+    assert torch.equal(chunked, whole)
+
+
 # --------------------------------------------------------------------------- backends
 
 
@@ -109,6 +117,9 @@ def test_gather_and_mask_chunks_do_not_change_the_result():
     torch.testing.assert_close(
         semanir.mask_attention(q, k, v, table, dictionary, chunk_bytes=one_window), dense
     )
+    with torch.no_grad():  # inference: the chunks share one mask buffer
+        reused = semanir.mask_attention(q, k, v, table, dictionary, chunk_bytes=one_window)
+    torch.testing.assert_close(reused, dense)
     torch.testing.assert_close(dense, whole, rtol=0, atol=1e-5)
 
 
