@@ -36,9 +36,13 @@ def _assert_partition(sets: list[set], b: int, h: int, w: int) -> None:
     ],
 )
 def test_group_then_ungroup_is_identity(level, shape, kw):
-    x = torch.randn(*shape, 5)
+    x = torch.randn(*shape, 6)
     pieces = hiir.plan(level, shape[1], shape[2], **kw)
-    assert torch.equal(hiir.ungroup_pieces(hiir.group_pieces(x, pieces), pieces, shape[0]), x)
+    groups = hiir.group_pieces(x, pieces)
+    assert torch.equal(hiir.ungroup_pieces(groups, pieces, shape[0]), x)
+    # attention's per-head layout (groups, heads, n, C / heads), as scaled_dot_product_attention returns it
+    per_head = [g.reshape(g.shape[0], g.shape[1], 3, 2).transpose(1, 2) for g in groups]
+    assert torch.equal(hiir.ungroup_pieces(per_head, pieces, shape[0]), x)
 
 
 def test_l1_groups_are_windows():

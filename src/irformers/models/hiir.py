@@ -52,10 +52,17 @@ def group(x: Tensor, size: tuple[int, int], stride: tuple[int, int]) -> Tensor:
 def ungroup(
     groups: Tensor, shape: tuple[int, int, int], size: tuple[int, int], stride: tuple[int, int]
 ) -> Tensor:
-    """Exact inverse of `group`: (groups, n, C) -> (B, H, W, C) with shape = (B, H, W)."""
+    """Exact inverse of `group`: (groups, n, C) -> (B, H, W, C) with shape = (B, H, W).
+
+    Also takes attention's per-head layout (groups, heads, n, C / heads) and undoes both in one copy.
+    """
     b, h, w = shape
     (n1, n2), (s1, s2) = size, stride
-    x = groups.reshape(b, h // (n1 * s1), w // (n2 * s2), s1, s2, n1, n2, groups.shape[-1])
+    grid = (b, h // (n1 * s1), w // (n2 * s2), s1, s2)
+    if groups.dim() == 4:
+        x = groups.reshape(*grid, groups.shape[1], n1, n2, groups.shape[-1])
+        return x.permute(0, 1, 6, 3, 2, 7, 4, 5, 8).reshape(b, h, w, -1)
+    x = groups.reshape(*grid, n1, n2, groups.shape[-1])
     return x.permute(0, 1, 5, 3, 2, 6, 4, 7).reshape(b, h, w, -1)
 
 
@@ -192,6 +199,7 @@ class LevelAttention(nn.Module):
         )
 
     def _attend(self, t: Tensor, size: tuple[int, int]) -> Tensor:
+        """(groups, n, 2 qk_dim + C) -> (groups, heads, n, C / heads): `ungroup` undoes the heads too."""
         n, heads = t.shape[1], self.num_heads
         q, k, v = (
             u.reshape(-1, n, heads, u.shape[-1] // heads).transpose(1, 2)
@@ -207,8 +215,7 @@ class LevelAttention(nn.Module):
             # which need equal widths, apply; not on meta, where MACs are counted: padding is no work
             pad = (0, v.shape[-1] - q.shape[-1])
             q, k = F.pad(q, pad), F.pad(k, pad)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
-        return out.transpose(1, 2).reshape(-1, n, self.dim)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
 
     def extra_repr(self) -> str:
         return f"level={self.level}, heads={self.num_heads}, qk_dim={self.qk_dim}, " + ", ".join(
