@@ -248,7 +248,7 @@ def test_backends_agree_on_whole_models(name, shape):
     assert outs["mask"][0].shape == (shape[0], shape[1], shape[2] * scale, shape[3] * scale)
 
 
-def test_fused_backend_matches_mask(tiny_sr):
+def test_fused_backend_matches_mask(tiny_sr, monkeypatch):
     """The compiled path in inference (about 20 s on 2 cores when the compiler cache is cold).
 
     Its backward is compiled separately (another ~15 s); benchmarks/attention.py checks its gradients.
@@ -257,7 +257,10 @@ def test_fused_backend_matches_mask(tiny_sr):
     with torch.no_grad():
         ref = tiny_sr(x, k=9, backend="mask")
         out = tiny_sr(x, k=9, backend="fused")
+        monkeypatch.setattr(semanir, "FUSED_CHUNK_BYTES", 1)  # one window per chunk
+        chunked = tiny_sr(x, k=9, backend="fused")
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(chunked, ref, rtol=0, atol=1e-5)
     assert semanir.fused_available()
 
 

@@ -42,6 +42,7 @@ BACKENDS = ("auto", "mask", "gather", "fused")
 FUSED_MIN_N = 1024
 FUSED_MAX_DENSITY = 0.25
 FUSED_MAX_DENSITY_BACKWARD = 0.125
+FUSED_CHUNK_BYTES = 8 * 2**20
 
 
 # --------------------------------------------------------------------------- the dictionary
@@ -197,8 +198,10 @@ def _fused_weighted_sum(probs: torch.Tensor, v: torch.Tensor, index: torch.Tenso
     return (probs.unsqueeze(-1) * _gather_rows(v, index)).sum(2)
 
 
-# Compiled as two kernels with the softmax between them, in the layouts each is fastest in: fusing all
-# three lets the compiler take the softmax over a strided axis, which runs 2x slower (docs/semanir.md).
+# Windows go in chunks whose (c, N, h, k) scores fit FUSED_CHUNK_BYTES, so that memory stays bounded
+# (unchunked, 1.6 GB at k = 256 on a 512x512 map). Two compiled kernels with the softmax between them,
+# in the layouts each is fastest in: compiled as one function, the softmax ran over a strided axis and
+# did not scale to two threads (docs/semanir.md).
 _FUSED_STATE: dict[str, object] = {"scores": None, "weighted_sum": None, "failed": False}
 
 
@@ -216,10 +219,17 @@ def fused_attention(
             _FUSED_STATE["scores"] = torch.compile(_fused_scores, dynamic=None)
             _FUSED_STATE["weighted_sum"] = torch.compile(_fused_weighted_sum, dynamic=None)
         try:
-            index = dictionary.index
-            scores = _FUSED_STATE["scores"](q, k, table.to(q.dtype), index, dictionary.bias_rows())
-            probs = scores.softmax(-1).transpose(2, 3).contiguous()  # (B', N, k, h)
-            return _FUSED_STATE["weighted_sum"](probs, v, index)
+            table, index, rows = table.to(q.dtype), dictionary.index, dictionary.bias_rows()
+            b, n, h, _ = q.shape
+            step = max(1, FUSED_CHUNK_BYTES // (n * h * dictionary.k * q.element_size()))
+            outs = []
+            for s in range(0, b, step):
+                scores = _FUSED_STATE["scores"](
+                    q[s : s + step], k[s : s + step], table, index[s : s + step], rows[s : s + step]
+                )
+                probs = scores.softmax(-1).transpose(2, 3).contiguous()  # (c, N, k, h)
+                outs.append(_FUSED_STATE["weighted_sum"](probs, v[s : s + step], index[s : s + step]))
+            return torch.cat(outs) if len(outs) > 1 else outs[0]
         except Exception as err:  # any compiler failure means: use the eager path
             _FUSED_STATE["failed"] = True
             warnings.warn(
