@@ -253,7 +253,7 @@ def test_fused_backend_matches_mask(tiny_sr, monkeypatch):
 
     Its backward is compiled separately (another ~15 s); benchmarks/attention.py checks its gradients.
     """
-    x = torch.rand(1, 3, 16, 16)
+    x = torch.rand(1, 3, 32, 32)  # 4 windows of 16 x 16
     with torch.no_grad():
         ref = tiny_sr(x, k=9, backend="mask")
         out = tiny_sr(x, k=9, backend="fused")
