@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,15 @@ class KeySemanticDictionary:
         return self._bias_rows
 
 
+def _by_windows(fn: Callable[..., torch.Tensor], step: int, *tensors: torch.Tensor) -> torch.Tensor:
+    """`fn` over chunks of `step` windows (dim 0) of every tensor, the results concatenated.
+
+    How the dictionary and the dense and fused backends bound their memory at any input size.
+    """
+    outs = [fn(*chunk) for chunk in zip(*(t.split(step) for t in tensors), strict=True)]
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
 def build_dictionary(
     tokens: torch.Tensor, k: int, window: Size2, similarity: str = "dot", chunk_bytes: int = 64 * 2**20
 ) -> KeySemanticDictionary:
@@ -104,8 +113,8 @@ def build_dictionary(
         n = t.shape[1]
         step = max(1, chunk_bytes // (n * n * t.element_size()))
         k = min(k, n)
-        index = torch.cat(
-            [torch.topk(c @ c.transpose(1, 2), k, dim=-1, sorted=False).indices for c in t.split(step)]
+        index = _by_windows(
+            lambda c: torch.topk(c @ c.transpose(1, 2), k, dim=-1, sorted=False).indices, step, t
         )
     return KeySemanticDictionary(index, window)
 
@@ -135,15 +144,14 @@ def mask_attention(
     step = max(1, chunk_bytes // (h * n * n * q.element_size()))
     buffer = None if torch.is_grad_enabled() else q.new_empty((min(step, b), h, n, n))
     excluded = bias.new_tensor(float("-inf"))
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B', h, N, d)
-    outs = []
-    for s in range(0, b, step):
-        chunk = allowed[s : s + step]
+
+    def attend(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
         out = None if buffer is None else buffer[: len(chunk)]
         mask = torch.where(chunk, bias, excluded, out=out)  # autograd: a fresh mask per chunk
-        qc, kc, vc = qh[s : s + step], kh[s : s + step], vh[s : s + step]
-        outs.append(F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, scale=1.0))
-    return torch.cat(outs).transpose(1, 2) if len(outs) > 1 else outs[0].transpose(1, 2)
+        return F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, scale=1.0)
+
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B', h, N, d)
+    return _by_windows(attend, step, qh, kh, vh, allowed).transpose(1, 2)
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -219,17 +227,16 @@ def fused_attention(
             _FUSED_STATE["scores"] = torch.compile(_fused_scores, dynamic=None)
             _FUSED_STATE["weighted_sum"] = torch.compile(_fused_weighted_sum, dynamic=None)
         try:
-            table, index, rows = table.to(q.dtype), dictionary.index, dictionary.bias_rows()
-            b, n, h, _ = q.shape
-            step = max(1, FUSED_CHUNK_BYTES // (n * h * dictionary.k * q.element_size()))
-            outs = []
-            for s in range(0, b, step):
-                scores = _FUSED_STATE["scores"](
-                    q[s : s + step], k[s : s + step], table, index[s : s + step], rows[s : s + step]
-                )
+            bias_table = table.to(q.dtype)
+
+            def attend(qc, kc, vc, index, rows):
+                scores = _FUSED_STATE["scores"](qc, kc, bias_table, index, rows)
                 probs = scores.softmax(-1).transpose(2, 3).contiguous()  # (c, N, k, h)
-                outs.append(_FUSED_STATE["weighted_sum"](probs, v[s : s + step], index[s : s + step]))
-            return torch.cat(outs) if len(outs) > 1 else outs[0]
+                return _FUSED_STATE["weighted_sum"](probs, vc, index)
+
+            _, n, h, _ = q.shape
+            step = max(1, FUSED_CHUNK_BYTES // (n * h * dictionary.k * q.element_size()))
+            return _by_windows(attend, step, q, k, v, dictionary.index, dictionary.bias_rows())
         except Exception as err:  # any compiler failure means: use the eager path
             _FUSED_STATE["failed"] = True
             warnings.warn(
