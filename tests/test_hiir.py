@@ -142,7 +142,10 @@ def _reference_attention(attn: hiir.LevelAttention, x: torch.Tensor, groups) -> 
     return out[None]
 
 
-def test_l1_attention_matches_reference():
+# 16-token groups: 0 sends them through the fused SDPA kernel, 16 through the small-group matmuls
+@pytest.mark.parametrize("small_group_tokens", [0, 16])
+def test_l1_attention_matches_reference(small_group_tokens, monkeypatch):
+    monkeypatch.setattr(hiir, "SMALL_GROUP_TOKENS", small_group_tokens)
     torch.manual_seed(0)
     p = 4
     attn = hiir.LevelAttention(12, 2, 1, qk_dim=6, window=p, region=8)
@@ -155,7 +158,9 @@ def test_l1_attention_matches_reference():
     torch.testing.assert_close(attn(x), _reference_attention(attn, x, groups), atol=1e-5, rtol=1e-4)
 
 
-def test_l2_attention_matches_reference():
+@pytest.mark.parametrize("small_group_tokens", [0, 16])
+def test_l2_attention_matches_reference(small_group_tokens, monkeypatch):
+    monkeypatch.setattr(hiir, "SMALL_GROUP_TOKENS", small_group_tokens)
     torch.manual_seed(0)
     p, P = 2, 8  # L2 groups: 4 x 4 windows, position = window index inside the region
     attn = hiir.LevelAttention(8, 2, 2, qk_dim=4, window=p, region=P)

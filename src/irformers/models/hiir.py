@@ -136,6 +136,9 @@ def ungroup_pieces(groups: list[Tensor], pieces: tuple[Piece, ...], batch: int) 
 
 
 TILE_TOKENS = 64 * 64  # CPU inference: the tile of a layer's region-local work (see HiIRLayer)
+# CPU: groups this small (L2, L3 on small images) attend by batched matmuls; the fused kernel's per-group
+# overhead dominates there and grows with threads (benchmarks/attention.py --hiir)
+SMALL_GROUP_TOKENS = 16
 
 
 def by_tiles(fn: Callable[[Tensor, Tensor], Tensor], y: Tensor, x: Tensor, region: int) -> Tensor:
@@ -193,9 +196,9 @@ class LevelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, _ = x.shape
         pieces = plan(self.level, h, w, **self.grouping)
-        groups = group_pieces(self.qkv(x), pieces)
+        groups = group_pieces(x, pieces)  # before qkv (per token): a C-wide copy, not a 2C-wide one
         return ungroup_pieces(
-            [self._attend(g, p.size) for g, p in zip(groups, pieces, strict=True)], pieces, b
+            [self._attend(self.qkv(g), p.size) for g, p in zip(groups, pieces, strict=True)], pieces, b
         )
 
     def _attend(self, t: Tensor, size: tuple[int, int]) -> Tensor:
@@ -210,6 +213,9 @@ class LevelAttention(nn.Module):
         if self.logit_scale is not None:
             q = F.normalize(q, dim=-1) * self.logit_scale.clamp(max=math.log(100.0)).exp()
             k, scale = F.normalize(k, dim=-1), 1.0
+        if n <= SMALL_GROUP_TOKENS and q.device.type == "cpu":
+            scores = torch.matmul(q * scale, k.transpose(-2, -1))
+            return torch.matmul(scores.add_(bias).softmax(-1), v)
         if q.shape[-1] < v.shape[-1] and q.device.type != "meta":
             # half-width q, k: zero-pad to v's width (no logit changes) so that the fused SDPA kernels,
             # which need equal widths, apply; not on meta, where MACs are counted: padding is no work
