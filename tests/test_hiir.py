@@ -262,9 +262,15 @@ def test_cpu_inference_by_tiles_matches_the_whole_image(options, monkeypatch):
     whole = stage(x)  # autograd on: the whole-image path
     tiles, by_tiles = [], hiir.by_tiles
     monkeypatch.setattr(hiir, "by_tiles", lambda *a: tiles.append(1) or by_tiles(*a))
+    bands, forward = [], hiir.LevelAttention.forward
+    monkeypatch.setattr(
+        hiir.LevelAttention, "forward", lambda m, t, rows=None: bands.append(rows) or forward(m, t, rows)
+    )
     with torch.no_grad():
         tiled = stage(x)
     assert len(tiles) == 2 * (2 if options.get("use_l3", True) else 1)  # local runs around each L3
+    # L3 in bands of one row of every region (64 tokens of 240): 4 bands per layer
+    assert [r for r in bands if r is not None] == ([1] * 8 if options.get("use_l3", True) else [])
     torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
 
 

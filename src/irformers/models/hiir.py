@@ -87,13 +87,18 @@ def plan(
     region: int,
     l3_max_regions: int = 16,
     permute: bool = True,
+    region_rows: int | None = None,
 ) -> tuple[Piece, ...]:
     """The pieces that group a (height, width) image at `level` (1, 2 or 3); sizes multiples of `region`.
 
     `permute=False` is the paper's no-permutation ablation: L2 groups of (P/p)^2 consecutive pixels of the
-    region in raster order instead of the dilated ones.
+    region in raster order instead of the dilated ones. `region_rows` (L3 only) says the image is a band
+    of `region_rows` rows of every region (see `by_region_rows`).
     """
-    if height % region or width % region or region % window:
+    rows = region_rows or region
+    if level != 3 and rows != region:
+        raise ValueError("hiir.py: region_rows applies to L3 only")
+    if height % rows or width % region or region % window:
         raise ValueError(
             f"hiir.py: image {height}x{width} must be a multiple of the region {region}, "
             f"itself a multiple of the window {window}"
@@ -112,8 +117,8 @@ def plan(
         return (Piece(*whole, (rows, cols), (1, 1)),)
     if level == 3:
         return tuple(
-            Piece(r0 * region, c0 * region, bh * nr * region, bw * nc * region, (bh, bw), (region, region))
-            for r0, bh, nr in _balanced_spans(height // region, l3_max_regions)
+            Piece(r0 * rows, c0 * region, bh * nr * rows, bw * nc * region, (bh, bw), (rows, region))
+            for r0, bh, nr in _balanced_spans(height // rows, l3_max_regions)
             for c0, bw, nc in _balanced_spans(width // region, l3_max_regions)
         )
     raise ValueError(f"hiir.py: level must be 1, 2 or 3, got {level}")
@@ -149,6 +154,22 @@ def by_tiles(fn: Callable[[Tensor, Tensor], Tensor], y: Tensor, x: Tensor, regio
         for left in range(0, y.shape[2], side):
             window = (slice(None), slice(top, top + side), slice(left, left + side))
             out[window] = fn(y[window], x[window])
+    return out
+
+
+def by_region_rows(l3: LevelAttention, y: Tensor) -> Tensor:
+    """`l3(y)` in bands of rows of every region, about `TILE_TOKENS` tokens each, reassembled.
+
+    An L3 group holds the pixels at one offset inside the regions of a block, so the pixels of a band
+    of offset rows, taken from every region, form whole groups: the band is attended on its own.
+    """
+    region = l3.grouping["region"]
+    rows = max(1, min(region, TILE_TOKENS * region // y.shape[1] // y.shape[2]))
+    out = torch.empty_like(y)
+    src, dst = y.unflatten(1, (-1, region)), out.unflatten(1, (-1, region))
+    for top in range(0, region, rows):
+        band = src[:, :, top : top + rows]
+        dst[:, :, top : top + rows] = l3(band.flatten(1, 2), band.shape[2]).unflatten(1, (-1, band.shape[2]))
     return out
 
 
@@ -193,9 +214,9 @@ class LevelAttention(nn.Module):
             nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0))) if attn_type == "cosine" else None
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, region_rows: int | None = None) -> Tensor:
         b, h, w, _ = x.shape
-        pieces = plan(self.level, h, w, **self.grouping)
+        pieces = plan(self.level, h, w, **self.grouping, region_rows=region_rows)
         groups = group_pieces(x, pieces)  # before qkv (per token): a C-wide copy, not a 2C-wide one
         return ungroup_pieces(
             [self._attend(self.qkv(g), p.size) for g, p in zip(groups, pieces, strict=True)], pieces, b
@@ -298,11 +319,11 @@ class HiIRLayer(ResidualLayer):
         return self._forward_by_tiles(x)
 
     def _forward_by_tiles(self, x: Tensor) -> Tensor:
-        """Inference on CPU: everything but L3 runs tile by tile, so that its tensors stay in cache.
+        """Inference on CPU in pieces of about `TILE_TOKENS` tokens, so that their tensors stay in cache.
 
         L1 and L2 groups never leave a region, and projections, norms and the MLP act per token, so
-        tiles of whole regions give the same result; only L3 (across regions) sees the whole image.
-        Without this, time per pixel grows once a layer's tensors outgrow the cache.
+        tiles of whole regions give the same result; L3 (across regions) runs in bands of rows of every
+        region. Without this, time per pixel grows once a layer's tensors outgrow the cache.
         """
         runs: list[list[nn.Module]] = [[]]
         for step in self.attn.steps():
@@ -312,8 +333,8 @@ class HiIRLayer(ResidualLayer):
                 runs[-1].append(step)
         y = x
         for i, run in enumerate(runs):
-            if i % 2:  # an L3 level
-                y = run[0](y)
+            if i % 2:  # an L3 level: in bands of rows of every region
+                y = by_region_rows(run[0], y)
                 continue
             first, last = i == 0, i == len(runs) - 1
 
