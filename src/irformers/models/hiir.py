@@ -142,7 +142,7 @@ def ungroup_pieces(groups: list[Tensor], pieces: tuple[Piece, ...], batch: int) 
 
 TILE_TOKENS = 64 * 64  # CPU inference: the tile of a layer's region-local work (see HiIRLayer)
 # CPU: groups this small (L2, L3 on small images) attend by batched matmuls; the fused kernel's per-group
-# overhead dominates there and grows with threads (benchmarks/attention.py --hiir)
+# overhead dominates there and grows with threads (measured in docs/hiir.md, Attention)
 SMALL_GROUP_TOKENS = 16
 
 
