@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from irformers.cli import main
 from irformers.data.io import read_array
 from irformers.demo import DEMOS
 from irformers.engine.checkpoint import read_metadata
 from irformers.inference import load_model
+from irformers.models import build_model
 from irformers.models.presets import WEIGHTS_DIR, bundled_weights
 
 SHIPPED = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
@@ -30,6 +32,14 @@ def test_shipped_weights_describe_their_training(name):
     training = meta["training"]
     assert training["steps"] == training["total_steps"] > 0 and training["seconds"] > 0
     assert {d["target"] for d in training["data"]} <= {"T91", "Train400"}  # never a test set
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_are_the_network_their_preset_builds(name):
+    # whoever trains the preset with its recipe gets the network that shipped
+    with torch.device("meta"):
+        preset = build_model(name).config
+    assert load_model(name).config == preset
 
 
 @pytest.mark.parametrize("demo", [d[0] for d in DEMOS])
