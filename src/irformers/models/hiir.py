@@ -168,8 +168,9 @@ def by_region_rows(l3: LevelAttention, y: Tensor) -> Tensor:
     out = torch.empty_like(y)
     src, dst = y.unflatten(1, (-1, region)), out.unflatten(1, (-1, region))
     for top in range(0, region, rows):
-        band = src[:, :, top : top + rows]
-        dst[:, :, top : top + rows] = l3(band.flatten(1, 2), band.shape[2]).unflatten(1, (-1, band.shape[2]))
+        band = src[:, :, top : top + rows]  # the last band may be shorter
+        height = band.shape[2]
+        dst[:, :, top : top + height] = l3(band.flatten(1, 2), height).unflatten(1, (-1, height))
     return out
 
 
