@@ -26,11 +26,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from irformers import profiling
-from irformers.models import build_model, hiir
+from irformers.models import build_model, layers, semanir
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 REPO = HERE.parent
+WHOLE = "semanir-s-sr-x2-whole"  # SemanIR-S on whole feature maps (no CPU tiling), at the smallest k
 # label -> (preset, config overrides): Hi-IR-L has presets for x3/x4 only; at x2 it is the same network
 MODELS = {
     "semanir-s-sr-x2": ("semanir-s-sr-x2", {}),
@@ -38,6 +39,7 @@ MODELS = {
     "hiir-b-sr-x2": ("hiir-b-sr-x2", {}),
     "hiir-l-sr-x2": ("hiir-l-sr-x4", {"scale": 2}),
     "baseline-swin-sr-x2": ("baseline-swin-sr-x2", {}),
+    WHOLE: ("semanir-s-sr-x2", {}),
 }
 KS = (64, 128, 256, 512)
 BASELINE = "baseline-swin-sr-x2"
@@ -53,6 +55,7 @@ def cases(
     for size, scale, names, kks in ((sr_size, 2, list(MODELS), ks), (same_size, 1, same_models, same_ks)):
         for name in names:
             kk = (None,) if not name.startswith("semanir") else kks if "-s-" in name else (max(kks),)
+            kk = (min(kks),) if name == WHOLE else kk
             out += [{"model": name, "size": size, "scale": scale, "k": k} for k in kk]
     return out
 
@@ -65,13 +68,16 @@ def measure(case: dict, device: torch.device, repeat: int) -> dict:
     model = build_model(preset, **{**overrides, **same_size})
     runtime = {"k": case["k"]} if case["k"] else {}
     shape = (1, 3, case["size"], case["size"])
-    result = profiling.profile_model(model, shape, device=device, repeat=repeat, **runtime)
+    tile = semanir.TILE_TOKENS
+    semanir.TILE_TOKENS = sys.maxsize if case["model"] == WHOLE else tile
+    try:
+        result = profiling.profile_model(model, shape, device=device, repeat=repeat, **runtime)
+    finally:
+        semanir.TILE_TOKENS = tile
     backend = None
     if case["k"]:  # what SemanIR's `auto` ran for this window size and k (inference, no backward)
-        from irformers.models.semanir import choose_backend
-
         n = model.config["window_size"] ** 2
-        backend = choose_backend(
+        backend = semanir.choose_backend(
             n, case["k"], batch=1, heads=6, device=device, backward=False, memory_bytes=1 << 30
         )
     return {**case, **result, "backend": backend}
@@ -158,15 +164,22 @@ def models_section(data: dict) -> list[str]:
             continue
         base = _time(rows, BASELINE, size)
         ratios = ", ".join(f"k={k}: {base / _time(rows, 'semanir-s-sr-x2', size, k):.2f}x" for k in ks)
+        ratios += "".join(
+            f"; on whole feature maps, as the baseline runs, k={r['k']}: {base / r['median_ms']:.2f}x"
+            for r in sub
+            if r["model"] == WHOLE
+        )
         lines += [
             f"SemanIR-S against the window baseline (same width 180, depth 6 x 6, window 32), speed-up "
             f"(baseline time / SemanIR time): {ratios}.",
             "",
         ]
     lines += [
-        f"Hi-IR on CPU runs the region-local part of each layer (L1, L2, projections, MLP) in tiles of "
-        f"{hiir.TILE_TOKENS} tokens when the feature map is larger (`hiir.TILE_TOKENS`; same result, "
-        "tensors stay in cache). SemanIR and the baseline run whole feature maps.",
+        f"On CPU, Hi-IR runs the region-local part of each layer (L1, L2, projections, MLP) in tiles of "
+        f"{layers.TILE_TOKENS} tokens when the feature map is larger, and SemanIR takes the windows of "
+        f"a stage through its dictionary and layers about {layers.TILE_TOKENS} tokens at a time "
+        "(`TILE_TOKENS`; same result, tensors stay in cache). The baseline runs whole feature maps; "
+        f"`{WHOLE}` is SemanIR-S run that way too.",
         "",
         "![latency per model](docs/models.png)",
         "",
@@ -225,7 +238,13 @@ def summary_section(data: dict) -> list[str]:
         f"on {size}x{size}: **{base / semanir_s[0]:.2f}x faster**; time falls as k falls: "
         f"{'yes' if falls else 'no'} ("
         + ", ".join(f"k={k}: {t / 1000:.2f} s" for k, t in zip(ks, semanir_s, strict=True))
-        + f"; baseline {base / 1000:.2f} s).",
+        + f"; baseline {base / 1000:.2f} s)"
+        + "".join(
+            f". On whole feature maps, as the baseline runs (no CPU tiling): {base / r['median_ms']:.2f}x"
+            for r in rows
+            if r["model"] == WHOLE and r["size"] == size
+        )
+        + ".",
         f"- Achieved throughput, fraction of the measured fp32 matmul peak ({peak:.0f} GFLOP/s), x2 SR on "
         f"{size}x{size}: Hi-IR-B **{fraction('hiir-b-sr-x2')}**, SemanIR-S k = 64 **"
         f"{fraction('semanir-s-sr-x2', 64)}**, k = {ks[-1]} {fraction('semanir-s-sr-x2', ks[-1])} (attention "

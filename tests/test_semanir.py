@@ -212,6 +212,25 @@ def test_dictionary_built_once_per_stage(tiny_sr, monkeypatch):
     assert calls[:4] == [256, 256, 64, 16]  # 20 -> 32 pixels; k clamped to each level's (shrunk) window
 
 
+def test_cpu_inference_takes_windows_a_few_at_a_time(tiny_sr, monkeypatch):
+    """Same output; each piece of windows builds its own dictionary; autograd runs whole maps."""
+    calls = []
+    real_topk = torch.topk
+    monkeypatch.setattr(torch, "topk", lambda t, k, **kw: calls.append(len(t)) or real_topk(t, k, **kw))
+    x = torch.rand(1, 3, 40, 40)  # padded to 48: 3 x 3 windows of 16 x 16 in each of the 3 stages
+    with torch.no_grad():
+        whole = tiny_sr(x, k=9)
+        assert calls == [9] * 3
+        calls.clear()
+        monkeypatch.setattr(semanir, "TILE_TOKENS", 2 * 16 * 16)
+        tiled = tiny_sr(x, k=9)
+    assert calls == [2, 2, 2, 2, 1] * 3
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-6)
+    calls.clear()
+    tiny_sr(x, k=9)  # with autograd
+    assert calls == [9] * 3
+
+
 def test_random_k_in_training_one_draw_per_forward(monkeypatch):
     calls = []
     real_topk = torch.topk

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from . import frames
 from .descriptor import Preset
 from .frames import FramedModel, StageSpec
-from .layers import ContinuousPositionBias, PaddedStage, ResidualLayer, make_stage_conv
+from .layers import TILE_TOKENS, ContinuousPositionBias, PaddedStage, ResidualLayer, make_stage_conv
 
 # ----------------------------------------------------------------------------------------------------
 # Groupings. Every level is the same operation at a different scale: cut the image into blocks of
@@ -140,7 +140,6 @@ def ungroup_pieces(groups: list[Tensor], pieces: tuple[Piece, ...], batch: int) 
     return bands[0] if len(bands) == 1 else torch.cat(bands, dim=1)
 
 
-TILE_TOKENS = 64 * 64  # CPU inference: the tile of a layer's region-local work (see HiIRLayer)
 # CPU: groups this small (L2, L3 on small images) attend by batched matmuls; the fused kernel's per-group
 # overhead dominates there and grows with threads (measured in docs/hiir.md, Attention)
 SMALL_GROUP_TOKENS = 16

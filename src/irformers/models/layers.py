@@ -16,6 +16,10 @@ from torch import nn
 
 Size2 = tuple[int, int]
 
+# CPU inference runs token-wise and window-local work in pieces of about this many tokens, whose tensors
+# stay in cache (BENCHMARKS.md: semanir-s-sr-x2 against semanir-s-sr-x2-whole, on whole feature maps)
+TILE_TOKENS = 64 * 64
+
 
 def to_2tuple(v: int | Sequence[int]) -> Size2:
     if isinstance(v, int):

@@ -23,6 +23,7 @@ from . import frames
 from .descriptor import Preset
 from .frames import FramedModel, StageSpec
 from .layers import (
+    TILE_TOKENS,
     ContinuousPositionBias,
     ResidualLayer,
     Size2,
@@ -347,7 +348,9 @@ class SemanIRStage(nn.Module):
     """Dictionary (once) -> `depth` layers sharing it -> stage conv -> + stage input.
 
     Windows are `window_size` square, shrunk to the feature map when it is smaller (coarse U-Net
-    levels); k is clamped to the window's token count.
+    levels); k is clamped to the window's token count. Nothing crosses a window before the stage conv,
+    so CPU inference takes the windows through dictionary and layers about `TILE_TOKENS` tokens at a
+    time (same result).
     """
 
     def __init__(
@@ -379,10 +382,19 @@ class SemanIRStage(nn.Module):
         padded = pad_to_multiple(x, window, channels_last=True)
         hp, wp = padded.shape[1:3]
         tokens = window_partition(padded, window)
-        dictionary = build_dictionary(tokens, self.k if k is None else k, window, self.similarity)
-        for layer in self.layers:
-            tokens = layer(tokens, dictionary, backend)
-        out = window_reverse(tokens, window, hp, wp)[:, :h, :w]
+        k = self.k if k is None else k
+
+        def windows(chunk: torch.Tensor) -> torch.Tensor:
+            dictionary = build_dictionary(chunk, k, window, self.similarity)
+            for layer in self.layers:
+                chunk = layer(chunk, dictionary, backend)
+            return chunk
+
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            step = len(tokens)
+        else:  # windows are independent through the whole stage: a few at a time stay in cache
+            step = max(1, TILE_TOKENS // tokens.shape[1])
+        out = window_reverse(_by_windows(windows, step, tokens), window, hp, wp)[:, :h, :w]
         return x + self.conv(out)
 
 
