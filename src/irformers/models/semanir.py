@@ -53,7 +53,8 @@ class KeySemanticDictionary:
     """The per-stage top-k index, `(B * nW, N, k)`, with the derived tensors the backends need.
 
     Derived tensors (the dense boolean mask, the position-bias rows of the selected keys) are computed
-    on first use and then shared by every layer of the stage, like the index itself.
+    on first use and then shared by every layer of the stage, like the index itself; so is the `mask`
+    backend's scratch memory in inference.
     """
 
     def __init__(self, index: torch.Tensor, window: Size2) -> None:
@@ -61,6 +62,7 @@ class KeySemanticDictionary:
         self.window = window
         self._allowed: torch.Tensor | None = None
         self._bias_rows: torch.Tensor | None = None
+        self._scratch: torch.Tensor | None = None
 
     @property
     def k(self) -> int:
@@ -85,6 +87,14 @@ class KeySemanticDictionary:
             b, n, _ = self.index.shape
             self._bias_rows = rel.expand(b, n, n).gather(2, self.index)
         return self._bias_rows
+
+    def scratch(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Uninitialised memory of `shape` for the layers of the stage to reuse: freshly allocated
+        per layer, a 128x128 SR input at k = 512 paged in gigabytes per call."""
+        s = self._scratch
+        if s is None or s.shape != shape or s.dtype != like.dtype or s.device != like.device:
+            self._scratch = s = like.new_empty(shape)
+        return s
 
 
 def _by_windows(fn: Callable[..., torch.Tensor], step: int, *tensors: torch.Tensor) -> torch.Tensor:
@@ -136,14 +146,15 @@ def mask_attention(
 
     Windows go through in chunks whose `(c, h, N, N)` masks stay under `chunk_bytes`, instead of
     materialising every window's per-head mask at once (9.5 GB for a 512x512 map at N = 1024). Without
-    autograd the chunks share one mask buffer, so its pages are faulted in once per call, not per chunk.
+    autograd the chunks, and the layers of the stage, share one mask buffer, so its pages are faulted
+    in once per stage, not per chunk and layer.
     """
     b, n, h, _ = q.shape
     rel = relative_position_index(dictionary.window, table.device)
     bias = table[:, rel].to(q.dtype)  # (h, N, N)
     allowed = dictionary.allowed()  # (B', 1, N, N)
     step = max(1, chunk_bytes // (h * n * n * q.element_size()))
-    buffer = None if torch.is_grad_enabled() else q.new_empty((min(step, b), h, n, n))
+    buffer = None if torch.is_grad_enabled() else dictionary.scratch((min(step, b), h, n, n), q)
     excluded = bias.new_tensor(float("-inf"))
 
     def attend(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
