@@ -501,8 +501,6 @@ _TINY_UNET = {
     "window_size": [8, 4, 4, 2],
     "region_size": [32, 16, 8, 4],
 }
-# the shipped hiir-t-denoise-color was trained at this earlier, narrower width
-_TINY_UNET_16 = {**_TINY_UNET, "dims": [16, 32, 64, 64], "num_heads": [1, 2, 2, 2]}
 _PROJECT = "the project's own small preset (not from the paper)"
 _UNET_NOTE = "layout chosen to match the reported motion-deblurring size (docs/hiir.md)"
 
@@ -556,7 +554,7 @@ PRESETS: list[Preset] = [
     *(_sr(f"hiir-t-sr-x{s}", s, None, _PROJECT, **_TINY_SR) for s in (2, 3, 4)),
     *(
         _unet(f"hiir-t-{task}-{kind}", task, ch, None, _PROJECT, **_TINY_UNET)
-        for task, kind, ch in (("denoise", "gray", 1), ("jpeg", "gray", 1), ("jpeg", "color", 3))
+        for task in ("denoise", "jpeg")
+        for kind, ch in (("gray", 1), ("color", 3))
     ),
-    _unet("hiir-t-denoise-color", "denoise", 3, None, _PROJECT, **_TINY_UNET_16),
 ]
