@@ -219,10 +219,11 @@ def test_cpu_inference_takes_windows_a_few_at_a_time(tiny_sr, monkeypatch):
     monkeypatch.setattr(torch, "topk", lambda t, k, **kw: calls.append(len(t)) or real_topk(t, k, **kw))
     x = torch.rand(1, 3, 40, 40)  # padded to 48: 3 x 3 windows of 16 x 16 in each of the 3 stages
     with torch.no_grad():
-        whole = tiny_sr(x, k=9)
+        whole = tiny_sr(x, k=9)  # windows of 256 tokens: below TILE_MIN_WINDOW, whole maps
         assert calls == [9] * 3
         calls.clear()
         monkeypatch.setattr(semanir, "TILE_TOKENS", 2 * 16 * 16)
+        monkeypatch.setattr(semanir, "TILE_MIN_WINDOW", 16 * 16)
         tiled = tiny_sr(x, k=9)
     assert calls == [2, 2, 2, 2, 1] * 3
     torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-6)
