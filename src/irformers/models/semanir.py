@@ -363,8 +363,8 @@ class SemanIRStage(nn.Module):
 
     Windows are `window_size` square, shrunk to the feature map when it is smaller (coarse U-Net
     levels); k is clamped to the window's token count. Nothing crosses a window before the stage conv,
-    so CPU inference takes the windows through dictionary and layers about `TILE_TOKENS` tokens at a
-    time (same result).
+    so CPU inference takes windows of at least `TILE_MIN_WINDOW` tokens through dictionary and
+    layers about `TILE_TOKENS` tokens at a time (same result).
     """
 
     def __init__(
