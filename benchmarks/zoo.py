@@ -5,8 +5,11 @@ Each shipped model is evaluated with one `irformers test` command on every relev
 with the same command. The training summary (data, steps, time) comes from the weights' metadata.
 
     python benchmarks/zoo.py [--only PRESET ...] [--data-root DIR]
+    python benchmarks/zoo.py --speed [--threads 2] [--repeat 3]
 
-Writes benchmarks/results/zoo.json and prints the README table (markdown).
+Writes benchmarks/results/zoo.json and prints the README table (markdown). `--speed` instead times
+each shipped model restoring one 512x512 image on the CPU (`irformers bench`, the input side being
+512 / scale), writes benchmarks/results/zoo_speed.json and prints that table.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from pathlib import Path
 from irformers.data.io import atomic_write
 from irformers.engine.checkpoint import read_metadata
 from irformers.inference import load_model
-from irformers.models.presets import bundled_weights
+from irformers.models.presets import bundled_weights, get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "zoo.json"
+SPEED_OUT = REPO / "benchmarks" / "results" / "zoo_speed.json"
+SPEED_SIDE = 512  # output side of the timed restoration: a typical photo crop
 
 # preset -> (the `irformers test` arguments, the reference pseudo-model)
 SHIPPED = {
@@ -41,18 +46,49 @@ def command(model: str, args: str) -> str:
     return f"irformers test --model {model} {args} --device cpu --json"
 
 
-def run(model: str, args: str, env: dict) -> list[dict]:
-    done = subprocess.run(
-        [sys.executable, "-m", "irformers", *command(model, args).split()[1:]],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+def irformers_json(cmd: str, env: dict) -> dict | list:
+    """Runs an `irformers ... --json` command line in its own process and returns what it printed."""
+    argv = [sys.executable, "-m", "irformers", *cmd.split()[1:]]
+    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{command(model, args)} failed:\n{done.stderr[-2000:]}")
-    rows = json.loads(done.stdout)
+        raise RuntimeError(f"{cmd} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def run(model: str, args: str, env: dict) -> list[dict]:
+    rows = irformers_json(command(model, args), env)
     return rows if isinstance(rows, list) else [rows]
+
+
+def speed(presets: list[str], threads: int, repeat: int, env: dict) -> dict:
+    """Median CPU seconds per 512x512 restoration, each model timed in its own `irformers bench`."""
+    rows, machine = [], None
+    for preset in presets:
+        side = SPEED_SIDE // get_preset(preset).scale
+        cmd = f"irformers bench {preset} --size {side} --threads {threads} --repeat {repeat} --no-memory"
+        report = irformers_json(f"{cmd} --json", env)
+        machine = report["machine"]
+        rows.append({"model": preset, "command": cmd, **report["rows"][0]})
+        print(f"{preset}: {rows[-1]['median_ms'] / 1e3:.2f} s", file=sys.stderr, flush=True)
+    return {"machine": machine, "rows": rows}
+
+
+def speed_markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        f"CPU seconds to restore one {SPEED_SIDE}x{SPEED_SIDE} image ({m['cpu']}, {m['threads']} threads, "
+        f"{m['dtype']}, torch {m['torch']}; median of the timed calls):",
+        "",
+        "| model | input | GMACs | seconds | command |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        _, c, h, w = r["input"]
+        lines.append(
+            f"| {r['model']} | {c} x {h} x {w} | {r['macs'] / 1e9:.1f} | {r['median_ms'] / 1e3:.2f} | "
+            f"`{r['command']}` |"
+        )
+    return "\n".join(lines)
 
 
 def level(row: dict) -> str:
@@ -69,8 +105,16 @@ def main() -> int:
     parser.add_argument(
         "--data-root", default=os.environ.get("IRFORMERS_DATA", str(REPO.parent / "shared" / "datasets"))
     )
+    parser.add_argument("--speed", action="store_true", help="time the models instead of scoring them")
+    parser.add_argument("--threads", type=int, default=2, help="--speed: CPU threads")
+    parser.add_argument("--repeat", type=int, default=3, help="--speed: timed calls per model")
     args = parser.parse_args()
     env = {**os.environ, "IRFORMERS_DATA": str(Path(args.data_root).resolve()), "CUDA_VISIBLE_DEVICES": ""}
+    if args.speed:
+        results = speed(args.only or list(SHIPPED), args.threads, args.repeat, env)
+        atomic_write(SPEED_OUT, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n"))
+        print(speed_markdown(results))
+        return 0
     for preset in args.only or SHIPPED:
         weights = bundled_weights(preset)
         if weights is None:
