@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,15 @@ def test_shipped_weights_describe_their_training(name):
     training = meta["training"]
     assert training["steps"] == training["total_steps"] > 0 and training["seconds"] > 0
     assert {d["target"] for d in training["data"]} <= {"T91", "Train400"}  # never a test set
+
+
+def test_info_by_preset_name_shows_the_shipped_training(capsys):
+    name = SHIPPED[0]
+    assert main(["info", name, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["file"] == str(bundled_weights(name)) and info["training"]["steps"] > 0
+    assert main(["info", "semanir-s-sr-x2"]) == 2  # a paper preset: no weights ship
+    assert "no trained weights ship" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", SHIPPED)

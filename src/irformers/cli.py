@@ -601,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("info", help="what a weights file holds: model, task, scale, training summary")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a weights file, or the name of a preset that ships weights")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 

@@ -92,8 +92,14 @@ def load_model(
 
 
 def describe_checkpoint(path: str | Path) -> dict:
-    """What ``irformers info`` prints. An irformers file is checked to load into the model its
-    metadata describes; a foreign file needs ``--arch PRESET`` to say which network it belongs to."""
+    """What ``irformers info`` prints, for a weights file or a preset that ships weights. An irformers
+    file is checked to load into the model its metadata describes; a foreign file needs
+    ``--arch PRESET`` to say which network it belongs to."""
+    if not Path(path).is_file() and str(path) in PRESETS:
+        bundled = bundled_weights(str(path))
+        if bundled is None:
+            raise CheckpointError(f"{path}: no trained weights ship for this preset yet")
+        path = bundled
     path = Path(path)
     state = read_state_dict(path)  # refuses pickles that would run code
     meta = read_metadata(path) if path.suffix == ".safetensors" else {}
