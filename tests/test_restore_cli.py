@@ -89,6 +89,20 @@ def test_folder_with_bad_files(tmp_path, weights, capsys):
     assert read("rotated_x2.jpg").shape == (60, 40, 3)  # portrait: the orientation was applied
 
 
+def test_an_output_that_cannot_be_written_fails_that_image_only(tmp_path, weights, capsys):
+    _write_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    (out / "plain_x2.png").mkdir(parents=True)  # a folder where an output should go
+    assert main(["restore", str(tmp_path / "in"), "-o", str(out), "--model", str(weights)]) == 1
+    captured = capsys.readouterr()
+    assert "restored 4 of 7" in captured.out
+    assert "plain_x2.png: cannot write" in captured.err and "Traceback" not in captured.err
+    (tmp_path / "file").write_bytes(b"")
+    argv = ["restore", str(tmp_path / "in"), "-o", str(tmp_path / "file"), "--model", str(weights)]
+    assert main(argv) == 2
+    assert "must be a folder" in _one_error_line(capsys)
+
+
 def test_exif_orientation_is_applied_before_the_model(tmp_path, weights):
     _write_folder(tmp_path / "in")
     out = tmp_path / "out"

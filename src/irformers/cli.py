@@ -182,6 +182,11 @@ def _expand_inputs(specs: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
+def _check_output_folder(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: {what} must be a folder, and this is a file")
+
+
 def _output_path(path: Path, args: argparse.Namespace, suffix: str) -> Path:
     ext = path.suffix.lower() if args.ext is None else "." + args.ext.lower().lstrip(".")
     return Path(args.output) / f"{path.stem}{suffix}{ext}"
@@ -222,6 +227,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from irformers.inference import model_label
 
     paths = _expand_inputs(args.inputs)
+    _check_output_folder(Path(args.output), "-o")
     model, restorer = _load_model(args)
     desc = model.descriptor
     if args.scale is not None and args.scale != desc.scale:
@@ -301,6 +307,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     indir, outdir = Path(args.indir), Path(args.outdir)
     if not indir.is_dir():
         raise UsageError(f"{indir}: input folder does not exist")
+    _check_output_folder(outdir, "the output folder")
     images = list_images(indir)
     if not images:
         raise UsageError(f"{indir}: no images in the input folder")

@@ -174,7 +174,10 @@ def write_image(
         with open(tmp, "wb") as f:
             f.write(encoded.tobytes())
 
-    atomic_write(path, write)
+    try:
+        atomic_write(path, write)
+    except OSError as err:  # a folder in the way, no permission, disk full: this image fails, not the batch
+        raise _error(path, f"cannot write ({err.strerror or err})") from None
 
 
 def _error(path: str | Path, problem: str) -> ImageError:
