@@ -90,6 +90,9 @@ def test_plan_aligns_tile_and_overlap_to_the_size_multiple():
     assert plan_tiles(toy, 200, 300, tile="none") is None
     with pytest.raises(ValueError, match="no stride"):
         plan_tiles(toy, 200, 300, tile=32, overlap=32)
+    # the default overlap (32 here) gives way in the smallest tiles rather than refusing them
+    assert plan_tiles(toy, 200, 300, tile=16) == (16, 0)
+    assert plan_tiles(toy, 200, 300, tile=48) == (48, 32)
 
 
 def test_blend_weights_sum_to_one_and_fade_out_at_tile_edges():

@@ -234,10 +234,11 @@ def plan_tiles(
 
     ``tile="auto"`` picks the largest square tile whose estimated activations fit ``memory_mb`` and tiles
     only when the image does not fit; an explicit tile is rounded down to the grid, and the overlap
-    rounded up so that tile starts stay on the grid (the overlap is at least the one asked).
+    rounded up so that tile starts stay on the grid (the overlap is at least the one asked). Without an
+    overlap asked, the default shrinks to leave a tile of one grid step a stride.
     """
     m = tile_grid(model)
-    overlap = default_overlap(model) if overlap is None else overlap
+    asked, overlap = overlap, default_overlap(model) if overlap is None else overlap
     if overlap < 0:
         raise ValueError(f"--tile-overlap must be >= 0, got {overlap}")
     if tile in (None, 0, "none"):
@@ -253,6 +254,8 @@ def plan_tiles(
     tile = max(tile // m * m, m)
     if tile >= height and tile >= width:
         return None
+    if asked is None:
+        overlap = min(overlap, tile - m)
     stride = (tile - overlap) // m * m
     if stride <= 0:
         raise ValueError(
