@@ -132,6 +132,19 @@ def test_psnr_b_by_hand():
     assert psnr_b(pred3, gt3) == pytest.approx(np.mean(per_channel), abs=1e-12)
 
 
+def test_psnr_b_keeps_the_jpeg_grid_under_a_border_crop():
+    gt = _textured((32, 40), seed=4)
+    offsets = np.kron(np.random.default_rng(5).integers(-12, 13, (4, 5)), np.ones((8, 8)))
+    pred = np.clip(gt + offsets, 0, 255).astype(np.uint8)
+    for crop in (3, 4, 8):
+        mse = np.mean((pred[crop:-crop, crop:-crop].astype(np.float64) - gt[crop:-crop, crop:-crop]) ** 2)
+        grid = -crop % 8
+        bef = _bef_by_hand(pred[crop + grid : -crop, crop + grid : -crop].astype(np.float64))
+        assert bef > 0
+        expected = 10 * math.log10(255**2 / (mse + bef))
+        assert psnr_b(pred, gt, crop=crop) == pytest.approx(expected, abs=1e-9)
+
+
 def test_psnr_b_equals_psnr_without_blocking():
     # Smooth prediction: neighbour differences are no larger across block edges, so BEF = 0.
     yy, xx = np.mgrid[:24, :24]

@@ -144,14 +144,16 @@ def _blocking_effect_factor(img: np.ndarray, block: int = 8) -> float:
 def psnr_b(pred: np.ndarray, gt: np.ndarray, crop: int = 0, y: bool = False) -> float:
     """PSNR-B (Yim & Bovik 2011) for JPEG artifact removal: PSNR with MSE + BEF of `pred`, 8x8 blocks.
 
-    Blocks are aligned to the top-left corner of the (cropped) image. Multi-channel images: the mean of
+    Blocks are aligned to the top-left corner of the uncropped image (the JPEG grid, whatever `crop`
+    shaves). Multi-channel images: the mean of
     the per-channel PSNR-B values, as in the KAIR/SwinIR evaluation. Boundary pairs are counted as they
     are; KAIR's count assumes sizes divisible by 8, so for other sizes (most of LIVE1) it differs from
     this one by about 0.01-0.02 dB.
     """
     pred, gt, peak = _prepare(pred, gt, crop, y)
+    grid = -crop % 8  # first row / column of the cropped image that starts a JPEG block
     values = []
     for c in range(pred.shape[2]):
         mse = float(np.mean((pred[..., c] - gt[..., c]) ** 2))
-        values.append(_psnr_from_mse(mse + _blocking_effect_factor(pred[..., c]), peak))
+        values.append(_psnr_from_mse(mse + _blocking_effect_factor(pred[grid:, grid:, c]), peak))
     return float(np.mean(values))
