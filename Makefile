@@ -12,8 +12,9 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # torch first and pinned: an unpinned resolution pulls the CUDA build (gigabytes).
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: the CPU-only build from PyTorch's own index.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
