@@ -459,10 +459,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"irformers train: {err}", file=sys.stderr)
         return INPUT_FAILED
     if main_rank:
-        scores = {k: v for k, v in summary["validation"].items() if k != "step"}
+        val = summary["validation"]
+        scores = {k: v for k, v in val.items() if k != "step"}
+        when = "" if val.get("step") == summary["steps"] else f" (at step {val.get('step')})"
         print(
             f"trained {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.0f} s: "
-            f"{cfg.run_dir / 'model.safetensors'}" + (f"; validation {json.dumps(scores)}" if scores else "")
+            f"{cfg.run_dir / 'model.safetensors'}"
+            + (f"; validation{when} {json.dumps(scores)}" if scores else "")
         )
     return 0
 
