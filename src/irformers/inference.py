@@ -142,9 +142,9 @@ def model_label(model: nn.Module, spec: str | Path) -> str:
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    spec, device = device, torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+        raise ValueError(f"--device {spec}: no CUDA device is available")
     return device
 
 
