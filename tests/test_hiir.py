@@ -421,3 +421,15 @@ def test_inference_mode_then_training():
         with torch.inference_mode():
             model(torch.rand(1, 3, 14, 14))
         model(torch.rand(1, 3, 14, 14)).mean().backward()
+
+
+def test_training_advice_names_the_l3_blocks_a_patch_can_teach():
+    with torch.device("meta"):
+        unet = build_model("hiir-unet-deblur")  # regions of 64 input pixels at every level
+        tiny_sr = build_model("hiir-t-sr-x2")
+    (advice,) = unet.training_advice(128)
+    assert "holds 2 x 2 regions" in advice and "model.l3_max_regions=2" in advice
+    assert unet.training_advice(1024) == []  # 16 x 16 regions: every block size is trained
+    assert tiny_sr.training_advice(32) == []  # the zoo recipes match their presets
+    with torch.device("meta"):
+        assert build_model("hiir-unet-deblur", use_l3=False).training_advice(64) == []

@@ -45,7 +45,7 @@ from irformers.engine.checkpoint import (
     save_training_state,
     save_weights,
 )
-from irformers.engine.config import Config, ConfigError, save_config, source_degrade
+from irformers.engine.config import Config, ConfigError, save_config, source_degrade, stages
 from irformers.engine.losses import pixel_loss
 from irformers.engine.schedule import lr_at
 from irformers.evaluate import Degradation, evaluate
@@ -164,10 +164,10 @@ def enable_grad_checkpointing(model: nn.Module) -> int:
     Patches the stages' `forward` on the instances, so parameter names (and weights files) are
     unchanged. Returns the number of stages.
     """
-    stages = [m for m in model.modules() if isinstance(m, _stage_types())]
-    for stage in stages:
+    found = [m for m in model.modules() if isinstance(m, _stage_types())]
+    for stage in found:
         stage.forward = functools.partial(_checkpointed, stage.forward)
-    return len(stages)
+    return len(found)
 
 
 class EMA:
@@ -342,6 +342,9 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and in every rerun
         self.model = build_model_from_config(cfg.model)
         check_model_fits(self.model, cfg)
+        if self.dist.rank == 0:
+            for advice in self.model.training_advice(max(s.patch_size for s in stages(cfg.data))):
+                print(f"{cfg.run.name}: note: {advice}", file=sys.stderr, flush=True)
         self.init_skipped = load_init_weights(self.model, cfg.train.init) if cfg.train.init else []
         # A model fine-tuned from another carries that one's training summary: its total cost stays known.
         self.init_training = read_metadata(cfg.train.init).get("training") if cfg.train.init else None

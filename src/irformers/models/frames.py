@@ -316,6 +316,11 @@ class FramedModel(nn.Module):
         """What the input's sides must be multiples of for the stages to need no padding of their own."""
         raise NotImplementedError
 
+    def training_advice(self, patch: int) -> list[str]:
+        """Settings that training on patches of `patch` input pixels would leave untrained (the trainer
+        prints them)."""
+        return []
+
     def forward(self, x: torch.Tensor, **runtime) -> torch.Tensor:
         """Run-time options (SemanIR's `k=`, `backend=`) reach every stage; stages ignore the others'."""
         if x.dim() != 4 or x.shape[1] != self.descriptor.in_channels:

@@ -454,6 +454,20 @@ class HiIR(FramedModel):
             attn_type=cfg["attn_type"],
         )
 
+    def training_advice(self, patch: int) -> list[str]:
+        cfg = self.config
+        if not cfg["use_l3"]:
+            return []
+        seen = max(1, min(patch // (r * 2**i) for i, r in enumerate(self._levels(cfg, "region_size"))))
+        if seen >= cfg["l3_max_regions"]:
+            return []
+        return [
+            f"model.l3_max_regions is {cfg['l3_max_regions']}, but a {patch}-pixel training patch holds "
+            f"{seen} x {seen} regions: L3 never learns larger blocks, and larger blocks at test restore "
+            f"worse (0.4-0.7 dB in the zoo's denoisers); set model.l3_max_regions={seen}, or train on "
+            f"larger patches"
+        ]
+
     def size_multiple(self, cfg: dict) -> int:
         # every level's feature map must be a multiple of its region: level i is 1/2**i of the input
         regions = self._levels(cfg, "region_size")
@@ -491,7 +505,17 @@ _B = {"dim": 180, "num_heads": 6, "depths": [6] * 6}
 _L = {"dim": 180, "num_heads": 6, "depths": [12] * 12}
 _XL = {"dim": 256, "num_heads": 8, "depths": [12] * 12}
 _ABLATION = "paper ablation (B-size, conv1)"
-_TINY_SR = {"dim": 48, "num_heads": 3, "depths": [2, 2, 2], "window_size": 8, "region_size": 32}
+# The tiny presets' L3 blocks hold as many regions as their recipes' training patches (SR: 32 LR pixels,
+# one region; U-Net: 64 pixels, 2 x 2 regions): blocks larger at test than in training cost the Hi-IR
+# denoisers 0.4-0.7 dB (docs/hiir.md).
+_TINY_SR = {
+    "dim": 48,
+    "num_heads": 3,
+    "depths": [2, 2, 2],
+    "window_size": 8,
+    "region_size": 32,
+    "l3_max_regions": 1,
+}
 _TINY_UNET = {
     "dims": [32, 48, 64, 96],  # 32 at full resolution: with 16, the JPEG model stalled at 28.4 dB (README)
     "depths": [1, 1, 2, 2],
@@ -500,6 +524,7 @@ _TINY_UNET = {
     "refinement_depth": 1,
     "window_size": [8, 4, 4, 2],
     "region_size": [32, 16, 8, 4],
+    "l3_max_regions": 2,
 }
 _PROJECT = "the project's own small preset (not from the paper)"
 _UNET_NOTE = "layout chosen to match the reported motion-deblurring size (docs/hiir.md)"
