@@ -145,10 +145,9 @@ def psnr_b(pred: np.ndarray, gt: np.ndarray, crop: int = 0, y: bool = False) -> 
     """PSNR-B (Yim & Bovik 2011) for JPEG artifact removal: PSNR with MSE + BEF of `pred`, 8x8 blocks.
 
     Blocks are aligned to the top-left corner of the uncropped image (the JPEG grid, whatever `crop`
-    shaves). Multi-channel images: the mean of
-    the per-channel PSNR-B values, as in the KAIR/SwinIR evaluation. Boundary pairs are counted as they
-    are; KAIR's count assumes sizes divisible by 8, so for other sizes (most of LIVE1) it differs from
-    this one by about 0.01-0.02 dB.
+    shaves). Multi-channel images: the mean of the per-channel PSNR-B values, as in the KAIR/SwinIR
+    evaluation. Boundary pairs are counted as they are; KAIR's count assumes sizes divisible by 8, so
+    for other sizes (most of LIVE1) it differs from this one by about 0.01-0.02 dB.
     """
     pred, gt, peak = _prepare(pred, gt, crop, y)
     grid = -crop % 8  # first row / column of the cropped image that starts a JPEG block
