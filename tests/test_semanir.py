@@ -236,17 +236,26 @@ def test_random_k_in_training_one_draw_per_forward(monkeypatch):
     calls = []
     real_topk = torch.topk
     monkeypatch.setattr(torch, "topk", lambda t, k, **kw: calls.append(k) or real_topk(t, k, **kw))
+    torch.manual_seed(0)
     model = build_model("semanir-t-sr-x2", backend="mask", window_size=8).train()
+    model.k_choices = (7, 9, 11)
     seen = set()
-    for _ in range(6):
+    for _ in range(12):
         calls.clear()
         model(torch.rand(1, 3, 8, 8))
         assert len(set(calls)) == 1  # one k for all stages of a forward pass
         seen.add(calls[0])
-    assert seen <= {min(k, 64) for k in semanir.RANDOM_K_CHOICES}
+    assert seen == {7, 9, 11}
     calls.clear()
     build_model("semanir-t-sr-x2", train_k="fixed", k=5, window_size=8).train()(torch.rand(1, 3, 8, 8))
     assert set(calls) == {5}
+
+
+def test_random_k_choices_fit_the_window():
+    with torch.device("meta"):
+        assert build_model("semanir-s-sr-x2").k_choices == semanir.RANDOM_K_CHOICES  # 1024 tokens
+        assert build_model("semanir-t-denoise-gray").k_choices == (64, 128, 192, 256)
+        assert build_model("semanir-t-sr-x2", window_size=4).k_choices == (16,)  # fewer than any choice
 
 
 @pytest.mark.parametrize(
@@ -339,7 +348,7 @@ def test_descriptor_and_config():
     d = model.descriptor
     assert (d.arch, d.task, d.scale, d.in_channels, d.out_channels) == ("semanir", "sr", 4, 3, 3)
     assert d.size_multiple == model.config["window_size"] and d.supports_k
-    assert model.config["arch"] == "semanir" and model.config["k"] == 64
+    assert model.config["arch"] == "semanir" and model.config["k"] == 128
     rebuilt = build_model(model.config)
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters())
     demosaic = build_model("semanir-unet-demosaic").descriptor

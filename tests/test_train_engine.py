@@ -20,7 +20,7 @@ from irformers.engine.trainer import EMA, Trainer, build_model_from_config, enab
 
 REPO = Path(__file__).resolve().parents[1]
 # A SemanIR small enough for milliseconds per step: one stage, 16x16 windows (256 tokens, so that
-# random k from 64 to 512 changes the dictionary), DropPath (so the torch RNG matters on resume).
+# random k from 64 to 256 changes the dictionary), DropPath (so the torch RNG matters on resume).
 TINY_SEMANIR = {
     "preset": "semanir-t-sr-x2",
     "dim": 12,
@@ -200,6 +200,17 @@ def test_precision_and_optimizer_options_train(tmp_path, train):
     assert meta["weights"] == ("raw" if train.get("ema_decay") == 0.0 else "ema")
     log = [json.loads(line) for line in (tmp_path / "runs" / "opts" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in log if r["kind"] == "train")
+
+
+def test_random_k_steps_draw_only_choices_that_fit_the_window(tmp_path, monkeypatch):
+    from irformers.models import semanir
+
+    calls = []
+    real_topk = torch.topk
+    monkeypatch.setattr(torch, "topk", lambda t, k, **kw: calls.append(k) or real_topk(t, k, **kw))
+    monkeypatch.setattr(semanir, "RANDOM_K_CHOICES", (3, 5, 4096))  # 4096 > 256 tokens: never drawn
+    _train(_raw_config(tmp_path, "k", train={"steps": 12}, val={"sets": []}))
+    assert set(calls) == {3, 5}
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -485,7 +485,7 @@ class Trainer:
     def _loop(self, net, model, loader, log: RunLog, start: int, stop: int, autocast_dtype) -> None:
         cfg, t, device = self.cfg, self.cfg.train, self.device
         sampler = loader.batch_sampler
-        random_k = getattr(model, "random_k", False)
+        k_choices = getattr(model, "k_choices", ()) if getattr(model, "random_k", False) else ()
         loss_sum, loss_count = torch.zeros((), device=device), 0
         tick, tick_step, session_start = time.perf_counter(), start, time.perf_counter()
         for step, (inp, target) in zip(range(start, stop), loader, strict=True):
@@ -494,7 +494,7 @@ class Trainer:
             lr = lr_at(step, t)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            runtime = {"k": self._random_k(step)} if random_k else {}
+            runtime = {"k": self._random_k(step, k_choices)} if k_choices else {}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 output = net(inp, **runtime)
             loss = pixel_loss(output, target, t)
@@ -545,12 +545,10 @@ class Trainer:
                 self._checkpoint(model, self.elapsed + pause - session_start)
             tick += time.perf_counter() - pause  # throughput counts training time only
 
-    def _random_k(self, step: int) -> int:
+    def _random_k(self, step: int, choices: tuple[int, ...]) -> int:
         """SemanIR's random-k training: one k per step, the same on every rank, reproducible."""
-        from irformers.models.semanir import RANDOM_K_CHOICES
-
         rng = np.random.default_rng([self.cfg.run.seed, _K_STREAM, step])
-        return RANDOM_K_CHOICES[int(rng.integers(len(RANDOM_K_CHOICES)))]
+        return choices[int(rng.integers(len(choices)))]
 
     def _validate(self, model: nn.Module) -> dict:
         """PSNR/SSIM of the EMA weights (raw weights without EMA) on every val set, on rank 0."""
