@@ -256,6 +256,7 @@ def test_random_k_choices_fit_the_window():
         assert build_model("semanir-s-sr-x2").k_choices == semanir.RANDOM_K_CHOICES  # 1024 tokens
         assert build_model("semanir-t-denoise-gray").k_choices == (64, 128, 192, 256)
         assert build_model("semanir-t-sr-x2", window_size=4).k_choices == (16,)  # fewer than any choice
+        assert build_model("semanir-t-sr-x2", train_k="fixed").k_choices == ()
 
 
 @pytest.mark.parametrize(

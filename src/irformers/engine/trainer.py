@@ -485,7 +485,7 @@ class Trainer:
     def _loop(self, net, model, loader, log: RunLog, start: int, stop: int, autocast_dtype) -> None:
         cfg, t, device = self.cfg, self.cfg.train, self.device
         sampler = loader.batch_sampler
-        k_choices = getattr(model, "k_choices", ()) if getattr(model, "random_k", False) else ()
+        k_choices = getattr(model, "k_choices", ())  # SemanIR random-k training
         loss_sum, loss_count = torch.zeros((), device=device), 0
         tick, tick_step, session_start = time.perf_counter(), start, time.perf_counter()
         for step, (inp, target) in zip(range(start, stop), loader, strict=True):

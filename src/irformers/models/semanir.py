@@ -34,8 +34,8 @@ from .layers import (
     window_reverse,
 )
 
-# random-k training draws one per forward pass, from those that fit the window: with 256 tokens, the
-# tiny presets' k = 64 had been drawn one pass in six and a dense window (k >= 256) one in two
+# random-k training draws one per forward pass from those that fit a window (`SemanIR.k_choices`): a k
+# above the window's tokens would only repeat the dense window
 RANDOM_K_CHOICES = (64, 128, 192, 256, 384, 512)
 BACKENDS = ("auto", "mask", "gather", "fused")
 
@@ -451,8 +451,8 @@ UNET_DEFAULTS = {
 class SemanIR(FramedModel):
     """A frame (columnar or U-shaped) built from SemanIR stages; `model(x, k=None, backend=None)`.
 
-    k=None uses `config["k"]`, or in training mode with `train_k="random"` a k drawn from
-    `k_choices`, the `RANDOM_K_CHOICES` that fit a window (one draw per forward pass, shared by all
+    k=None uses `config["k"]`, or in training mode a k drawn from `k_choices`: with `train_k="random"`
+    the `RANDOM_K_CHOICES` that fit a window, else none (one draw per forward pass, shared by all
     stages).
     """
 
@@ -467,9 +467,9 @@ class SemanIR(FramedModel):
         if train_k not in ("random", "fixed"):
             raise ValueError(f"semanir config: train_k must be 'random' or 'fixed', got {train_k!r}")
         self.k = int(self.config["k"])
-        self.random_k = self.config["train_k"] == "random"
         tokens = int(self.config["window_size"]) ** 2
-        self.k_choices = tuple(c for c in RANDOM_K_CHOICES if c <= tokens) or (tokens,)
+        fitting = tuple(c for c in RANDOM_K_CHOICES if c <= tokens) or (tokens,)
+        self.k_choices = fitting if train_k == "random" else ()
 
     def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
         cfg = self.config
@@ -498,7 +498,7 @@ class SemanIR(FramedModel):
 
     def forward(self, x: torch.Tensor, k: int | None = None, backend: str | None = None) -> torch.Tensor:
         if k is None:
-            if self.training and self.random_k:
+            if self.training and self.k_choices:
                 k = self.k_choices[int(torch.randint(len(self.k_choices), ()))]
             else:
                 k = self.k
