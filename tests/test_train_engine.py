@@ -103,6 +103,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     meta = read_metadata(weights)
     assert meta["weights"] == "ema" and meta["training"]["steps"] == 6
     assert meta["training"]["validation"]["step"] == 6 and meta["training"]["validation"]["Val"]["psnr"] > 10
+    recipe = meta["training"]["recipe"]  # the file says how it was trained, without the run's config
+    assert recipe["run"] == "whole" and recipe["degrade"] == {"task": "sr", "scale": 2}
+    assert recipe["patches"] == [[0, 16, 2]] and (recipe["lr"], recipe["loss"]) == (1e-3, "l1")
     model = load_model(weights)
     assert all(torch.equal(v, whole["ema"][k]) for k, v in model.state_dict().items())
 

@@ -47,6 +47,21 @@ def test_info_by_preset_name_shows_the_shipped_training(capsys):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+def test_info_lists_the_training_stages_oldest_first(name, capsys):
+    chain, summary = [], read_metadata(bundled_weights(name))["training"]
+    while summary:  # each stage's summary nests the one it started from
+        chain.append(summary)
+        summary = summary.get("init", {}).get("training")
+    assert main(["info", name]) == 0
+    out = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(out) if line.startswith("training "))
+    assert f" {len(chain)} stage(s), {sum(s['steps'] for s in chain)} steps" in out[head]
+    lines = out[head + 1 : head + 1 + len(chain)]
+    for number, (line, stage) in enumerate(zip(lines, reversed(chain), strict=True), 1):
+        assert line.startswith(f"  {number}. {stage['steps']} steps, "), line
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_are_the_network_their_preset_builds(name):
     # whoever trains the preset with its recipe gets the network that shipped
     with torch.device("meta"):

@@ -272,10 +272,46 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     if args.json:
         print(json.dumps(info, indent=1))
-    else:
-        for key, value in info.items():
+        return 0
+    for key, value in info.items():
+        if key == "training" and isinstance(value, dict):
+            print("\n".join(_training_lines(value)))
+        else:
             print(f"{key:12s} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     return 0
+
+
+def _training_lines(summary: dict) -> list[str]:
+    """The training summary, one line per stage, oldest first: a model trained in stages nests each
+    earlier stage's summary under ``init`` (``--json`` shows it as stored, with the paths)."""
+    stages = []
+    while isinstance(summary, dict):
+        stages.append(summary)
+        summary = (summary.get("init") or {}).get("training")
+    stages.reverse()
+    steps = sum(s.get("steps", 0) for s in stages)
+    hours = sum(s.get("seconds", 0) for s in stages) / 3600
+    lines = [f"{'training':12s} {len(stages)} stage(s), {steps} steps, {hours:.1f} h"]
+    for number, stage in enumerate(stages, 1):
+        data = ", ".join(str(d.get("target")) for d in stage.get("data", []))
+        line = f"  {number}. {stage.get('steps', 0)} steps, {stage.get('seconds', 0) / 60:.0f} min"
+        line += f", {stage.get('task', '?')} on {data or '?'}"
+        recipe = stage.get("recipe")
+        if recipe:
+            patches = " then ".join(f"{p}px x {b}" for _, p, b in recipe["patches"])
+            line += f" ({patches}, {recipe['loss']} loss, lr {recipe['lr']} {recipe['schedule']}"
+            line += f", {recipe['precision']})"
+        val = dict(stage.get("validation") or {})
+        if val:
+            at = val.pop("step", None)
+            scores = "; ".join(
+                f"{name} " + " ".join(f"{m} {v}" for m, v in metrics.items())
+                for name, metrics in val.items()
+                if isinstance(metrics, dict)
+            )
+            line += f"; validation{f' at step {at}' if at is not None else ''}: {scores}"
+        lines.append(line)
+    return lines
 
 
 def _degrade_one(img_path: Path, args: argparse.Namespace) -> np.ndarray:

@@ -45,7 +45,14 @@ from irformers.engine.checkpoint import (
     save_training_state,
     save_weights,
 )
-from irformers.engine.config import Config, ConfigError, save_config, source_degrade, stages
+from irformers.engine.config import (
+    DEGRADE_KEYS,
+    Config,
+    ConfigError,
+    save_config,
+    source_degrade,
+    stages,
+)
 from irformers.engine.losses import pixel_loss
 from irformers.engine.schedule import lr_at
 from irformers.evaluate import Degradation, evaluate
@@ -585,7 +592,24 @@ class Trainer:
                 for s in cfg.data.train
             ],
             "validation": self.validation,
+            "recipe": self.recipe(),
             **({"init": {"path": cfg.train.init, "training": self.init_training}} if cfg.train.init else {}),
+        }
+
+    def recipe(self) -> dict:
+        """How the weights were trained, so that a weights file says it without its run's config."""
+        cfg, t = self.cfg, self.cfg.train
+        degrade = {k: getattr(cfg.data, k) for k in DEGRADE_KEYS}
+        return {
+            "run": cfg.run.name,
+            "degrade": {k: v for k, v in degrade.items() if v is not None and v is not False},
+            "patches": [[s.start, s.patch_size, s.batch_size] for s in stages(cfg.data)],
+            "optimizer": t.optimizer,
+            "lr": t.lr,
+            "schedule": t.schedule,
+            "loss": t.loss,
+            "precision": t.precision,
+            "ema_decay": t.ema_decay,
         }
 
     def _checkpoint(self, model: nn.Module, elapsed: float) -> None:
