@@ -309,6 +309,21 @@ def test_init_from_other_scale_loads_what_fits(tmp_path):
     assert trainer.init_training == {"steps": 7, "seconds": 3.0}
 
 
+def test_a_stage_with_its_init_weights_seed_is_told_it_replays_their_patches(tmp_path, capsys):
+    first = Trainer(config_from_dict(_raw_config(tmp_path, "first", val={"sets": []})))
+    first.fit()
+    weights = str(tmp_path / "runs" / "first" / "model.safetensors")
+    capsys.readouterr()
+    again = Trainer(config_from_dict(_raw_config(tmp_path, "again", train={"init": weights})))
+    assert "draws the same patches again" in capsys.readouterr().err
+    raw = _raw_config(tmp_path, "fresh", train={"init": weights}, run={"seed": 8})
+    fresh = Trainer(config_from_dict(raw))
+    assert "same patches" not in capsys.readouterr().err
+    key = (0, 0, 16)  # image, draw, patch size
+    assert torch.equal(first.dataset[key][0], again.dataset[key][0])
+    assert not torch.equal(first.dataset[key][0], fresh.dataset[key][0])
+
+
 TINY_UNET = {"dims": [8, 16, 16, 16], "num_heads": [1, 1, 1, 1], "window_size": 8, "cpb_hidden": 16}
 
 

@@ -355,6 +355,13 @@ class Trainer:
         self.init_skipped = load_init_weights(self.model, cfg.train.init) if cfg.train.init else []
         # A model fine-tuned from another carries that one's training summary: its total cost stays known.
         self.init_training = read_metadata(cfg.train.init).get("training") if cfg.train.init else None
+        if self.dist.rank == 0 and self._replays_init_data():
+            print(
+                f"{cfg.run.name}: note: train.init's weights were trained on the same data with run.seed "
+                f"{cfg.run.seed}, so this run draws the same patches again (another run.seed draws new ones)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.items, self.sizes = find_items(cfg.data)
         self.dataset = PatchDataset(self.items, cfg.run.seed, augment=cfg.data.augment, cache=cfg.data.cache)
         self.val_sets = self._find_val_sets()
@@ -596,12 +603,20 @@ class Trainer:
             **({"init": {"path": cfg.train.init, "training": self.init_training}} if cfg.train.init else {}),
         }
 
+    def _replays_init_data(self) -> bool:
+        """A stage started from earlier weights with their seed and data replays their patch stream."""
+        before = self.init_training or {}
+        targets = [s.target for s in self.cfg.data.train]
+        same_data = [d.get("target") for d in before.get("data", [])] == targets
+        return same_data and (before.get("recipe") or {}).get("seed") == self.cfg.run.seed
+
     def recipe(self) -> dict:
         """How the weights were trained, so that a weights file says it without its run's config."""
         cfg, t = self.cfg, self.cfg.train
         degrade = {k: getattr(cfg.data, k) for k in DEGRADE_KEYS}
         return {
             "run": cfg.run.name,
+            "seed": cfg.run.seed,
             "degrade": {k: v for k, v in degrade.items() if v is not None and v is not False},
             "patches": [[s.start, s.patch_size, s.batch_size] for s in stages(cfg.data)],
             "optimizer": t.optimizer,
