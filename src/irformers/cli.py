@@ -294,13 +294,16 @@ def _training_lines(summary: dict) -> list[str]:
     lines = [f"{'training':12s} {len(stages)} stage(s), {steps} steps, {hours:.1f} h"]
     for number, stage in enumerate(stages, 1):
         data = ", ".join(str(d.get("target")) for d in stage.get("data", []))
-        line = f"  {number}. {stage.get('steps', 0)} steps, {stage.get('seconds', 0) / 60:.0f} min"
+        done, total = stage.get("steps", 0), stage.get("total_steps")
+        line = f"  {number}. {done}{f'/{total}' if total not in (None, done) else ''} steps"
+        line += f", {stage.get('seconds', 0) / 60:.0f} min"
         line += f", {stage.get('task', '?')} on {data or '?'}"
         recipe = stage.get("recipe")
         if recipe:
             patches = " then ".join(f"{p}px x {b}" for _, p, b in recipe["patches"])
-            line += f" ({patches}, {recipe['loss']} loss, lr {recipe['lr']} {recipe['schedule']}"
-            line += f", {recipe['precision']})"
+            seed = f"seed {recipe['seed']}, " if "seed" in recipe else ""
+            line += f" ({seed}{patches}, {recipe['loss']} loss"
+            line += f", lr {recipe['lr']} {recipe['schedule']}, {recipe['precision']})"
         val = dict(stage.get("validation") or {})
         if val:
             at = val.pop("step", None)
