@@ -59,6 +59,8 @@ def test_info_lists_the_training_stages_oldest_first(name, capsys):
     lines = out[head + 1 : head + 1 + len(chain)]
     for number, (line, stage) in enumerate(zip(lines, reversed(chain), strict=True), 1):
         assert line.startswith(f"  {number}. {stage['steps']} steps, "), line
+        if "recipe" in stage:  # weights trained since the summary records how
+            assert f"{stage['recipe']['loss']} loss, lr {stage['recipe']['lr']}" in line, line
 
 
 @pytest.mark.parametrize("name", SHIPPED)
