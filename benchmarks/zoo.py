@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from irformers.data.io import atomic_write
-from irformers.engine.checkpoint import read_metadata
+from irformers.engine.checkpoint import read_metadata, training_stages
 from irformers.inference import load_model
 from irformers.models.presets import bundled_weights, get_preset
 
@@ -149,9 +149,7 @@ def markdown(results: dict) -> str:
     for preset, r in results.items():
         t = r["training"] or {}
         data = ", ".join(d["target"] for d in t.get("data", []))
-        stages = [t]  # a fine-tuned model: its init's summary first
-        while (stages[0].get("init") or {}).get("training"):
-            stages.insert(0, stages[0]["init"]["training"])
+        stages = training_stages(t)  # a fine-tuned model: its init's summary first
         steps = " + ".join(str(s.get("steps")) for s in stages)
         minutes = " + ".join(f"{s.get('seconds', 0) / 60:.0f}" for s in stages)
         lines += [

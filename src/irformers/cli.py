@@ -282,13 +282,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _training_lines(summary: dict) -> list[str]:
-    """The training summary, one line per stage, oldest first: a model trained in stages nests each
-    earlier stage's summary under ``init`` (``--json`` shows it as stored, with the paths)."""
-    stages = []
-    while isinstance(summary, dict):
-        stages.append(summary)
-        summary = (summary.get("init") or {}).get("training")
-    stages.reverse()
+    """The training summary, one line per stage, oldest first (``--json`` shows it as stored)."""
+    from irformers.engine.checkpoint import training_stages
+
+    stages = training_stages(summary)
     steps = sum(s.get("steps", 0) for s in stages)
     hours = sum(s.get("seconds", 0) for s in stages) / 3600
     lines = [f"{'training':12s} {len(stages)} stage(s), {steps} steps, {hours:.1f} h"]

@@ -60,6 +60,16 @@ def read_metadata(path: str | Path) -> dict:
     return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
 
 
+def training_stages(summary: dict | None) -> list[dict]:
+    """A training summary's stages, oldest first: weights trained from earlier weights (`train.init`)
+    nest that stage's summary under ``init``."""
+    stages = []
+    while isinstance(summary, dict):
+        stages.append(summary)
+        summary = (summary.get("init") or {}).get("training")
+    return stages[::-1]
+
+
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
