@@ -110,6 +110,35 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(v, whole["ema"][k]) for k, v in model.state_dict().items())
 
 
+_GLOO_TEARDOWN = """
+import os, torch
+from irformers.engine import distributed
+info = distributed.env_info()
+distributed.init(info, torch.device("cpu"))
+net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))
+net(torch.ones(2, 3)).sum().backward()
+distributed.gather(info.rank)
+del net
+distributed.shutdown()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("rank", info.rank, "gloo threads left:", sum(name.startswith(("pt_gloo", "gloo")) for name in names))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux's /proc")
+def test_shutdown_ends_the_gloo_threads_so_they_cannot_abort_the_exit(tmp_path):
+    # A group that outlives shutdown keeps gloo threads that may free a collective's tensors while
+    # the interpreter exits: std::terminate, SIGABRT, a failed run after the weights were written.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    (tmp_path / "teardown.py").write_text(_GLOO_TEARDOWN)
+    done = subprocess.run(
+        [*cmd, str(tmp_path / "teardown.py")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(done.stdout.splitlines()) == [f"rank {r} gloo threads left: 0" for r in (0, 1)]
+
+
 def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path):
     raw = _raw_config(tmp_path, "ddp", data={"batch_size": 1}, train={"steps": 3}, val={"every": 0})
     raw["model"]["drop_path"] = 0.0

@@ -56,6 +56,11 @@ def pick_device(preference: str, info: DistInfo) -> torch.device:
 def init(info: DistInfo, device: torch.device) -> None:
     """Join the process group (NCCL for CUDA, gloo otherwise); nothing to do for a world of one."""
     if info.enabled and not dist.is_initialized():
+        # DDP touches torch._dynamo; imported after the group exists, dynamo keeps references to it
+        # that outlive destroy_process_group, so the gloo worker threads live on into interpreter
+        # shutdown and can abort it (std::terminate, SIGABRT) after a run that succeeded.
+        import torch._dynamo  # noqa: F401
+
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, **kwargs)
