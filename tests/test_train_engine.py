@@ -110,6 +110,14 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(v, whole["ema"][k]) for k, v in model.state_dict().items())
 
 
+def _torchrun(*args: str) -> None:
+    """Two CPU ranks under torchrun, which must both exit cleanly."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 _GLOO_TEARDOWN = """
 import os, sys, torch
 from irformers.engine import distributed
@@ -130,17 +138,8 @@ open(os.path.join(sys.argv[1], f"rank{info.rank}.txt"), "w").write(f"gloo thread
 def test_shutdown_ends_the_gloo_threads_so_they_cannot_abort_the_exit(tmp_path):
     # A group that outlives shutdown keeps gloo threads that may free a collective's tensors while
     # the interpreter exits: std::terminate, SIGABRT, a failed run after the weights were written.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     (tmp_path / "teardown.py").write_text(_GLOO_TEARDOWN)
-    done = subprocess.run(
-        [*cmd, str(tmp_path / "teardown.py"), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun(str(tmp_path / "teardown.py"), str(tmp_path))
     for rank in (0, 1):
         assert (tmp_path / f"rank{rank}.txt").read_text() == "gloo threads left: 0", rank
 
@@ -149,16 +148,7 @@ def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path):
     raw = _raw_config(tmp_path, "ddp", data={"batch_size": 1}, train={"steps": 3}, val={"every": 0})
     raw["model"]["drop_path"] = 0.0
     (tmp_path / "ddp.yaml").write_text(json.dumps(raw))  # JSON is YAML
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    done = subprocess.run(
-        [*cmd, "-m", "irformers", "train", str(tmp_path / "ddp.yaml")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun("-m", "irformers", "train", str(tmp_path / "ddp.yaml"))
     run = tmp_path / "runs" / "ddp"
     assert sorted(p.name for p in run.iterdir()) == [
         "config.yaml",
