@@ -294,6 +294,11 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
     assert "no such folder" in _cli_error(tmp_path, capsys, raw, "data.train=[nowhere]")
     assert "unknown dataset 'Set0'" in _cli_error(tmp_path, capsys, raw, "val.sets=[Set0]")
     assert "no training state to resume from" in _cli_error(tmp_path, capsys, raw, "--resume", str(tmp_path))
+    assert "run.device: 'gpu' is not a device" in _cli_error(tmp_path, capsys, raw, "run.device=gpu")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    absent = f"cuda:{gpus}"  # one past the last GPU: absent on every machine
+    missing = _cli_error(tmp_path, capsys, raw, f"run.device={absent}")
+    assert f"needs {absent}, but this machine has" in missing
     broken = tmp_path / "data" / "train" / "img3.png"
     broken.write_bytes(broken.read_bytes()[:100])
     assert "img3.png: not a readable image" in _cli_error(tmp_path, capsys, raw)

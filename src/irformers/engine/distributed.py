@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from irformers.engine.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -43,12 +45,20 @@ def pick_device(preference: str, info: DistInfo) -> torch.device:
     """`auto`: this rank's local GPU when CUDA is available, else the CPU."""
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise ConfigError(f"run.device: {preference!r} is not a device (auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"run.device is '{preference}' but CUDA is not available")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if device.index is None:
             device = torch.device("cuda", info.local_rank)
+        if device.index >= count:
+            found = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(
+                f"run.device: {preference!r} needs cuda:{device.index}, but this machine has {found} "
+                "(set run.device=cpu)"
+            )
         torch.cuda.set_device(device)
     return device
 
