@@ -65,25 +65,31 @@ def dense_window_attention(attn: KSAttention, x: torch.Tensor, window) -> torch.
     return attn.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
-def _attention_case(window, k, seed=0, dim=12, heads=3, batch=2):
+def _attention_case(window, k, seed=0, dim=12, heads=3, batch=2, device="cpu"):
     torch.manual_seed(seed)
     attn = KSAttention(dim, heads)
     with torch.no_grad():  # a spread of logit scales, so heads differ
         attn.logit_scale.copy_(torch.linspace(1.0, 4.0, heads).view(-1, 1, 1))
     x = torch.randn(batch, window[0] * window[1], dim)
+    attn, x = attn.to(device), x.to(device)
     return attn, x, build_dictionary(x, k, window)
 
 
 def _run(attn, x, dictionary, backend):
     x = x.clone().requires_grad_()
     out = attn(x, dictionary, backend)
-    weights = torch.linspace(-1, 1, out.numel()).view_as(out) / out.shape[1]  # a per-window mean
+    weights = torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out) / out.shape[1]  # window mean
     (out * weights).sum().backward()
     grads = [x.grad] + [p.grad.clone() for p in attn.parameters()]
     attn.zero_grad()
     return out.detach(), grads
 
 
+NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=NO_GPU)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     ("window", "ks"),
     [
@@ -93,9 +99,9 @@ def _run(attn, x, dictionary, backend):
         ((32, 32), (1, 64, 1023, 1024)),
     ],
 )
-def test_mask_and_gather_agree_outputs_and_gradients(window, ks):
+def test_mask_and_gather_agree_outputs_and_gradients(window, ks, device):
     for k in ks:
-        attn, x, dictionary = _attention_case(window, k, seed=k)
+        attn, x, dictionary = _attention_case(window, k, seed=k, device=device)
         out_m, grads_m = _run(attn, x, dictionary, "mask")
         out_g, grads_g = _run(attn, x, dictionary, "gather")
         torch.testing.assert_close(out_g, out_m, rtol=0, atol=1e-5)

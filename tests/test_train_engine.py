@@ -230,6 +230,18 @@ def test_precision_and_optimizer_options_train(tmp_path, train):
     assert all(np.isfinite(r["loss"]) for r in log if r["kind"] == "train")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_training_on_the_gpu(tmp_path, precision):
+    raw = _raw_config(tmp_path, precision, train={"steps": 3, "precision": precision}, run={"device": "cuda"})
+    summary = _train(raw)
+    assert summary["steps"] == 3 and np.isfinite(summary["validation"]["Val"]["psnr"])
+    log = (tmp_path / "runs" / precision / "log.jsonl").read_text().splitlines()
+    log = [json.loads(line) for line in log]
+    assert log[0]["device"] == "cuda:0"
+    assert all(np.isfinite(r["loss"]) for r in log if r["kind"] == "train")
+
+
 def test_random_k_steps_draw_only_choices_that_fit_the_window(tmp_path, monkeypatch):
     from irformers.models import semanir
 

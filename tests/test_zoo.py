@@ -37,6 +37,22 @@ def test_shipped_weights_describe_their_training(name):
     assert {d["target"] for d in training["data"]} <= {"T91", "Train400"}  # never a test set
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_restore_the_same_on_the_gpu(name, monkeypatch):
+    """The GPU runs other paths (whole maps, no CPU tiles; SemanIR's dense kernels): same image in fp32."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # convolutions in true fp32
+    model = load_model(name)
+    channels = model.descriptor.in_channels
+    x = torch.rand(1, channels, 160, 136, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cpu = model(x)
+        gpu = model.to("cuda")(x.to("cuda")).cpu()
+    # SemanIR's top-k may swap a near-tied key between devices: a few pixels move, the image does not
+    assert (gpu - cpu).abs().max() < 1e-2
+    assert (gpu - cpu).square().mean().sqrt() < 1e-4
+
+
 def test_info_by_preset_name_shows_the_shipped_training(capsys):
     name = SHIPPED[0]
     assert main(["info", name, "--json"]) == 0
