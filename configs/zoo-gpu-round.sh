@@ -6,7 +6,8 @@
 #
 #   IRFORMERS_DATA=../shared/datasets BUDGET_S=1800 bash configs/zoo-gpu-round.sh
 #
-# Needs the CPU-trained weights each recipe starts from (train.init) and the data under $IRFORMERS_DATA.
+# Needs the CPU-trained weights each recipe starts from (train.init) and, under $IRFORMERS_DATA, Train400,
+# Set12, BSD68 and Classic5.
 # Writes $RUNS/zoo-gpu-*/ and puts three files per model in $OUT (default $RUNS/zoo-gpu-round): the weights, the
 # run's log.jsonl, and the output of the probe, the run and the scoring.
 # To check the script itself on a machine without a GPU: DEVICE=cpu BUDGET_S=60 PROBE_STEPS=4
@@ -21,7 +22,7 @@ PROBE_STEPS=${PROBE_STEPS:-60}
 read -ra EXTRA <<<"${EXTRA:-}"
 mkdir -p "$OUT"
 MODELS=(semanir-t-denoise-gray hiir-t-jpeg-gray)
-SCORE=("--task denoise --sigma 25 --dataset BSD68,Set12" "--task jpeg --quality 10 --dataset Classic5,LIVE1")
+SCORE=("--task denoise --sigma 25 --dataset BSD68,Set12" "--task jpeg --quality 10 --dataset Classic5")
 
 train() {  # recipe name, extra overrides...
   local m=$1; shift
