@@ -154,7 +154,7 @@ def markdown(results: dict) -> str:
         minutes = " + ".join(f"{s.get('seconds', 0) / 60:.0f}" for s in stages)
         lines += [
             f"**{preset}** — {r['params'] / 1e6:.2f} M parameters, trained on {data} for "
-            f"{steps} steps in {minutes} min (CPU, 1 thread{', in stages' if len(stages) > 1 else ''}), "
+            f"{steps} steps in {minutes} min (CPU{', in stages' if len(stages) > 1 else ''}), "
             f"{r['size_bytes'] / 2**20:.1f} MiB. "
             f"`{_shown(r['command'])}`; reference: `{_shown(r['reference_command'])}`",
             "",
