@@ -158,6 +158,11 @@ def test_wrong_architecture_or_scale_is_one_clear_error(tmp_path, weights, capsy
     assert "x2 model" in _one_error_line(capsys)
     assert main([*base, "semanir-t-sr-x3"]) == 2
     assert "no trained weights ship" in _one_error_line(capsys)
+    assert main([*base, str(weights), "--device", "gpu"]) == 2
+    assert "--device: 'gpu' is not a device" in _one_error_line(capsys)
+    absent = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"  # past the last GPU
+    assert main([*base, str(weights), "--device", absent]) == 2
+    assert f"needs {absent}, but this machine has" in _one_error_line(capsys)
     assert not (tmp_path / "out").exists()
 
 

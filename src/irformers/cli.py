@@ -520,7 +520,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         device = resolve_device(args.device)
     except ValueError as err:
-        raise UsageError(str(err)) from err
+        raise UsageError(f"--device: {err}") from err
     dtype = profiling.DTYPES[args.precision]
     rows = []
     for spec in args.models:

@@ -139,12 +139,24 @@ def model_label(model: nn.Module, spec: str | Path) -> str:
 # --------------------------------------------------------------------------- device and precision
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    spec, device = device, torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec}: no CUDA device is available")
+def resolve_device(device: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
+    """`auto`: the GPU when CUDA is available, else the CPU; a bare `cuda` is GPU `local_rank` (torchrun's).
+
+    A device this machine lacks, or a string that names none, is a ValueError of one line.
+    """
+    spec = "auto" if device is None else device
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"'{spec}' is not a device (auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        device = torch.device("cuda", local_rank if device.index is None else device.index)
+        if device.index >= count:
+            found = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ValueError(f"'{spec}' needs {device}, but this machine has {found}")
     return device
 
 
@@ -376,7 +388,10 @@ class Restorer:
         compile: bool = False,
     ) -> None:
         self.desc = model.descriptor
-        self.device = resolve_device(device)
+        try:
+            self.device = resolve_device(device)
+        except ValueError as err:
+            raise ValueError(f"--device: {err}") from None
         self.dtype = resolve_precision(precision, self.device, model)
         if k is not None and not self.desc.supports_k:
             raise ValueError(f"--k applies to SemanIR models only; this is a {self.desc.arch} model")

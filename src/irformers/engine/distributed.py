@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from irformers.engine.config import ConfigError
+from irformers.inference import resolve_device
 
 
 @dataclass(frozen=True)
@@ -43,22 +44,11 @@ def env_info() -> DistInfo:
 
 def pick_device(preference: str, info: DistInfo) -> torch.device:
     """`auto`: this rank's local GPU when CUDA is available, else the CPU."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(preference)
-    except RuntimeError:
-        raise ConfigError(f"run.device: {preference!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+        device = resolve_device(preference, local_rank=info.local_rank)
+    except ValueError as err:
+        raise ConfigError(f"run.device: {err}") from None
     if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank)
-        if device.index >= count:
-            found = f"{count} CUDA device(s)" if count else "no CUDA device"
-            raise ConfigError(
-                f"run.device: {preference!r} needs cuda:{device.index}, but this machine has {found} "
-                "(set run.device=cpu)"
-            )
         torch.cuda.set_device(device)
     return device
 
