@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import groupby
 from pathlib import Path
 
 from irformers.data.io import atomic_write
@@ -39,6 +40,7 @@ SHIPPED = {
     "semanir-t-denoise-gray": ("--task denoise --sigma 15,25,50 --dataset Set12,BSD68", "identity"),
     "hiir-t-denoise-color": ("--task denoise --sigma 15,25,50 --dataset CBSD68,Kodak24,McMaster", "identity"),
     "hiir-t-jpeg-gray": ("--task jpeg --gray --quality 10,20,30,40 --dataset Classic5,LIVE1", "identity"),
+    "semanir-t-jpeg-gray": ("--task jpeg --gray --quality 10,20,30,40 --dataset Classic5,LIVE1", "identity"),
 }
 
 
@@ -150,7 +152,11 @@ def markdown(results: dict) -> str:
         t = r["training"] or {}
         data = ", ".join(d["target"] for d in t.get("data", []))
         stages = training_stages(t)  # a fine-tuned model: its init's summary first
-        steps = " + ".join(str(s.get("steps")) for s in stages)
+        by_task = [(task, list(group)) for task, group in groupby(stages, key=lambda s: s.get("task"))]
+        steps = ", then ".join(  # a model fine-tuned from another task's says which steps were which
+            " + ".join(str(s.get("steps")) for s in group) + (f" ({task})" if len(by_task) > 1 else "")
+            for task, group in by_task
+        )
         minutes = " + ".join(f"{s.get('seconds', 0) / 60:.0f}" for s in stages)
         lines += [
             f"**{preset}** — {r['params'] / 1e6:.2f} M parameters, trained on {data} for "

@@ -23,8 +23,8 @@ def test_the_zoo_ships_every_task_and_stays_small():
     tasks = {(load_model(name).descriptor.task, load_model(name).descriptor.scale) for name in SHIPPED}
     assert {("sr", 2), ("sr", 4), ("denoise", 1), ("jpeg", 1)} <= tasks
     assert {name.split("-")[0] for name in SHIPPED} == {"semanir", "hiir"}
-    # fp32 weights of six models under 2 M parameters each (the README states the total)
-    assert sum((WEIGHTS_DIR / f"{n}.safetensors").stat().st_size for n in SHIPPED) < 20 * 2**20
+    # fp32 weights of seven models under 2 M parameters each (the README states the total)
+    assert sum((WEIGHTS_DIR / f"{n}.safetensors").stat().st_size for n in SHIPPED) < 24 * 2**20
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -24,7 +24,7 @@ SAMPLE = Path(__file__).parent / "assets" / "kodim23-crop.png"
 DEMOS = (
     ("denoise-color-sigma25", "hiir-t-denoise-color", Degradation("denoise", sigma=25)),
     ("sr-x4", "semanir-t-sr-x4", Degradation("sr", scale=4)),
-    ("jpeg-gray-q10", "hiir-t-jpeg-gray", Degradation("jpeg", quality=10, gray=True)),
+    ("jpeg-gray-q10", "semanir-t-jpeg-gray", Degradation("jpeg", quality=10, gray=True)),
 )
 
 
