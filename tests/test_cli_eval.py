@@ -13,7 +13,7 @@ from irformers.cli import main
 from irformers.data.datasets import DatasetError, find_dataset
 from irformers.evaluate import Degradation, prepare
 
-# conventions.md: published bicubic rows (PSNR / SSIM on Y, border shave = scale).
+# Published bicubic rows (README, Conventions) (PSNR / SSIM on Y, border shave = scale).
 BICUBIC = {
     ("Set5", 2): (33.66, 0.9299),
     ("Set5", 3): (30.39, 0.8682),
@@ -22,7 +22,7 @@ BICUBIC = {
     ("BSD100", 3): (27.21, 0.7385),
     ("BSD100", 4): (25.96, 0.6675),
 }
-# conventions.md: the "JPEG" (no restoration) rows, PSNR / SSIM.
+# Published "JPEG" (no restoration) rows (README, Conventions), PSNR / SSIM.
 JPEG = {
     ("Classic5", True, 10): (27.82, 0.7600),
     ("Classic5", True, 40): (32.43, 0.8850),

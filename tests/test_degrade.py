@@ -170,7 +170,7 @@ def test_bicubic_lr_is_the_matlab_lr(data_root):
 
 
 def test_classic5_jpeg_q10_matches_the_published_row(data_root):
-    # conventions.md: the "JPEG" row of Classic5 (gray) at quality 10 is 27.82 dB / 0.7600.
+    # README, Conventions: the published "JPEG" row of Classic5 (gray) at quality 10 is 27.82 dB / 0.7600.
     paths = sorted((data_root / "Classic5").glob("*.bmp"))
     assert len(paths) == 5
     scores = []

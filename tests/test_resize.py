@@ -112,7 +112,7 @@ def test_bicubic_upsampling_baseline_set5_x2(data_root):
         psnrs.append(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)))
     mean = float(np.mean(psnrs))
     assert abs(mean - 33.66) <= 0.02, mean  # published 33.66 (MATLAB evaluation)
-    assert round(mean, 2) == 33.67, mean  # the float-Y value conventions.md gives
+    assert round(mean, 2) == 33.67, mean  # the float-Y value in the README's Conventions table
 
 
 # ---------------------------------------------------------------------------------------------

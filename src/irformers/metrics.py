@@ -1,8 +1,9 @@
 """Image-quality metrics with the conventions of the SwinIR / GRL / SemanIR / Hi-IR papers.
 
-Published numbers depend on details that libraries disagree on, so they are fixed here (see
-`docs/conventions.md`): inputs are integer images (uint8, peak 255; uint16, peak 65535), arithmetic is
-float64, the Y channel is MATLAB's `rgb2ycbcr` luma kept unrounded, and SSIM filters without padding.
+Published numbers depend on details that libraries disagree on, so they are fixed here (see the
+README's Conventions section): inputs are integer images (uint8, peak 255; uint16, peak 65535),
+arithmetic is float64, the Y channel is MATLAB's `rgb2ycbcr` luma kept unrounded, and SSIM filters
+without padding.
 All functions take H x W or H x W x C arrays of equal shape; 3-channel images are RGB.
 """
 

@@ -1,4 +1,4 @@
-"""Synthetic degradations for test and training inputs, following `docs/conventions.md`.
+"""Synthetic degradations for test and training inputs, following the README's Conventions section.
 
 Every random degradation is reproducible from a seed and never touches numpy's global random state,
 so evaluation inputs are identical across methods and runs.

@@ -6,7 +6,7 @@ degrades it with a generator seeded by `(seed, n)`. So a patch depends on nothin
 draw number and the patch size: a resumed run continues the same stream, DataLoader workers can run
 in any order, and N ranks with batch B see exactly the patches of one process with batch N*B.
 
-Degradations follow docs/conventions.md: MATLAB-exact bicubic LR (computed on a margin around the
+Degradations follow the README's Conventions section: MATLAB-exact bicubic LR (computed on a margin around the
 patch, identical to cropping the LR of the whole image), unclipped float Gaussian noise, OpenCV JPEG
 (gray = BT.601 Y rounded to uint8), RGGB mosaics (1-channel model input).
 """

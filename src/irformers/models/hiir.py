@@ -517,7 +517,8 @@ _TINY_SR = {
     "l3_max_regions": 1,
 }
 _TINY_UNET = {
-    "dims": [32, 48, 64, 96],  # 32 at full resolution: with 16, the JPEG model stalled at 28.4 dB (README)
+    # 32 at full resolution: with 16, the JPEG model stalled at 28.4 dB (docs/zoo.md)
+    "dims": [32, 48, 64, 96],
     "depths": [1, 1, 2, 2],
     "decoder_depths": [1, 1, 2],
     "num_heads": [1, 2, 2, 4],

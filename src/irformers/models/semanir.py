@@ -544,7 +544,7 @@ def _unet(name: str, task: str, channels: int, reported: float | None, note: str
 
 # The tiny presets' windows hold 256 tokens; k = 128 keeps half of them. Trained with k drawn from 64 to
 # 512 (clamped to 256), the shipped models score 0.03-0.22 dB more at k = 128 than at the former 64 and
-# at most 0.06 dB more again when dense (k = 256; README).
+# at most 0.06 dB more again when dense (k = 256; docs/zoo.md).
 _TINY_K = 128
 _TINY_SR = {"dim": 48, "num_heads": 3, "window_size": 16, "k": _TINY_K}
 _TINY_UNET = {
