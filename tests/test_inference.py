@@ -1,5 +1,6 @@
 """Inference: tiles cover the image on the model's grid, blend without seams, ensemble, precision, loading."""
 
+import dataclasses
 import itertools
 import math
 import os
@@ -23,6 +24,7 @@ from irformers.inference import (
 )
 from irformers.models import build_model
 from irformers.models.descriptor import ModelDescriptor
+from irformers.models.layers import BayerBilinear
 
 # Tiny SemanIR networks (dense attention path, so nothing is compiled): a x2 columnar one and a U-Net.
 TINY_SR = {
@@ -183,6 +185,17 @@ def test_self_ensemble_averages_the_eight_symmetries():
     img = np.random.default_rng(0).random((24, 24, 3), dtype=np.float32)
     out = Restorer(toy, tile="none", ensemble=True, device="cpu")(img)
     np.testing.assert_allclose(out, img + 0.5, atol=1e-6)
+
+
+def test_self_ensemble_keeps_a_mosaic_rggb():
+    """Bilinear demosaicking commutes with the transposition, not with flips (they shift the phase)."""
+    toy = Toy(BayerBilinear(), channels=(1, 3))
+    toy.descriptor = dataclasses.replace(toy.descriptor, task="demosaic", bayer_input=True)
+    mosaic = np.random.default_rng(0).random((24, 32), dtype=np.float32)
+    plain = Restorer(toy, tile="none", device="cpu")(mosaic)
+    np.testing.assert_allclose(
+        Restorer(toy, tile="none", ensemble=True, device="cpu")(mosaic), plain, atol=1e-6
+    )
 
 
 def test_precision_choices():

@@ -360,6 +360,7 @@ def test_descriptor_and_config():
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters())
     demosaic = build_model("semanir-unet-demosaic").descriptor
     assert (demosaic.in_channels, demosaic.out_channels, demosaic.scale) == (1, 3, 1)
+    assert demosaic.bayer_input and not d.bayer_input  # the self-ensemble keeps a mosaic's phase
     assert demosaic.size_multiple % 32 == 0 and demosaic.size_multiple % 8 == 0
 
 

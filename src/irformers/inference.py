@@ -354,11 +354,13 @@ def _dihedral(x: torch.Tensor, i: int, inverse: bool = False) -> torch.Tensor:
     return x
 
 
-def self_ensemble(fn: TileFn) -> TileFn:
-    """x8 self-ensemble: the mean of the outputs for the 8 flipped/transposed inputs, mapped back."""
+def self_ensemble(fn: TileFn, bayer_input: bool = False) -> TileFn:
+    """x8 self-ensemble: the mean of the outputs for the 8 flipped/transposed inputs, mapped back.
+    An RGGB mosaic stays RGGB only transposed (a flip makes it GRBG, GBRG or BGGR): x2 for those."""
+    symmetries = (0, 4) if bayer_input else range(8)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        return sum(_dihedral(fn(_dihedral(x, i)), i, inverse=True) for i in range(8)) / 8
+        return sum(_dihedral(fn(_dihedral(x, i)), i, inverse=True) for i in symmetries) / len(symmetries)
 
     return run
 
@@ -424,7 +426,7 @@ class Restorer:
                 + (" (convert it to gray first, or use a color model)" if expected == 1 else "")
             )
         x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
-        fn = self_ensemble(self._forward) if self.ensemble else self._forward
+        fn = self_ensemble(self._forward, self.desc.bayer_input) if self.ensemble else self._forward
         plan = plan_tiles(self.model, *x.shape[-2:], self.tile, self.overlap, self.memory_mb, self.device)
         if plan is None:
             y = fn(x)

@@ -24,6 +24,7 @@ class ModelDescriptor:
     dtypes: tuple[str, ...] = DTYPES
     supports_k: bool = False  # model(x, k=...) trades accuracy for speed at run time
     fp16_safe: bool = False  # float16 inference checked to stay close to float32
+    bayer_input: bool = False  # an RGGB mosaic in: a flip would shift its colour phase
 
 
 @dataclass(frozen=True)

@@ -306,6 +306,7 @@ class FramedModel(nn.Module):
             out_channels=cfg["out_channels"],
             size_multiple=multiple,
             supports_k=self.supports_k,
+            bayer_input=bool(cfg.get("bayer_input", False)),
         )
 
     def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
