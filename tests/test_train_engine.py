@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from irformers.cli import main
-from irformers.data.io import write_image
+from irformers.data.io import TEMP_GLOB, write_image
 from irformers.engine.checkpoint import load_model, load_training_state, read_metadata
 from irformers.engine.config import config_from_dict
 from irformers.engine.trainer import EMA, Trainer, build_model_from_config, enable_grad_checkpointing
@@ -201,10 +201,11 @@ def test_sigkill_during_training_leaves_a_loadable_checkpoint(tmp_path):
     model = load_model(run / "model.safetensors")
     assert read_metadata(run / "model.safetensors")["training"]["steps"] in (state["step"] - 1, state["step"])
     assert model.descriptor.scale == 2
-    # and the run resumes from it (the killed write's temporary file is cleaned up)
+    # and the run resumes from it; a write the kill interrupted leaves a temporary file, cleaned up
+    (run / ".model.safetensors.tmp-0123456789abcdef").write_bytes(b"half")
     summary = _train(_raw_config(tmp_path, "killed", train={"steps": state["step"] + 1}, val={"sets": []}))
     assert summary["steps"] == state["step"] + 1
-    assert not list(run.glob(".*.tmp"))
+    assert not list(run.glob(TEMP_GLOB))
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,9 @@ def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return np.rint(np.clip(pixels, 0.0, 1.0) * _PEAK[bit_depth]).astype(_DTYPE[bit_depth])
 
 
+TEMP_GLOB = ".*.tmp-*"  # the names atomic_write gives its temporary files
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Run `write(tmp)` on a new file beside `path`, then rename it into place (atomic on one file
     system): readers never see a half-written file, and a crash leaves any old file untouched."""

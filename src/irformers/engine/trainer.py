@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset
+from irformers.data.io import TEMP_GLOB
 from irformers.data.pipelines import PatchDataset, find_items, make_loader
 from irformers.engine import distributed
 from irformers.engine.checkpoint import (
@@ -430,8 +431,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed patch sizes: pick the fastest conv kernels once
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(".*.tmp"):  # left by a run killed while writing
-                stale.unlink(missing_ok=True)
+            for stale in [*self.run_dir.glob(TEMP_GLOB), *self.run_dir.glob(f"snapshots/{TEMP_GLOB}")]:
+                stale.unlink(missing_ok=True)  # left by a run killed while writing
             save_config(cfg, self.run_dir / CONFIG_FILE)
 
         model = self.model.to(device)
