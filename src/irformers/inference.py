@@ -102,7 +102,7 @@ def describe_checkpoint(path: str | Path) -> dict:
         path = bundled
     path = Path(path)
     state = read_state_dict(path)  # refuses pickles that would run code
-    meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+    meta = read_metadata(path)
     info: dict = {
         "file": str(path),
         "tensors": len(state),

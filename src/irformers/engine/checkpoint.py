@@ -49,9 +49,11 @@ def save_weights(
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The JSON metadata of an irformers `.safetensors` file ({} for foreign files)."""
+    """The JSON metadata of an irformers `.safetensors` file ({} for foreign files, `.pth` ones too)."""
     from safetensors import safe_open
 
+    if Path(path).suffix != ".safetensors":
+        return {}
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
