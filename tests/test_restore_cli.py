@@ -217,6 +217,21 @@ def test_info_describes_own_and_foreign_files(tmp_path, weights, capsys):
     assert info["elements"] == sum(v.numel() for v in state.values())
 
 
+def test_saved_outputs_keep_every_level(tmp_path, capsys):
+    mini = tmp_path / "Mini"
+    mini.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(mini / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (24, 32), np.uint8))
+    argv = ["test", "--model", "identity", "--task", "denoise", "--sigma", "15,50", "--dataset", "Mini"]
+    assert main([*argv, "--data-root", str(tmp_path), "--save-dir", str(tmp_path / "saved"), "--json"]) == 0
+    out = tmp_path / "saved"
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.png")} == {
+        f"Mini/denoise-sigma{s}-gray/{i}.png" for s in (15, 50) for i in range(2)
+    }
+    a, b = (cv2.imread(str(out / "Mini" / f"denoise-sigma{s}-gray" / "0.png")) for s in (15, 50))
+    assert not np.array_equal(a, b)
+
+
 def test_evaluate_a_weights_file_tiled_and_untiled(tmp_path, weights, capsys, data_root):
     """Set5 crops (small, for CI): tiles smaller than the images change the set's PSNR by < 0.05 dB."""
     mini = tmp_path / "Mini" / "HR"
@@ -230,7 +245,7 @@ def test_evaluate_a_weights_file_tiled_and_untiled(tmp_path, weights, capsys, da
     whole = json.loads(capsys.readouterr().out)
     assert (whole["scale"], whole["model"], len(whole["per_image"])) == (2, "tiny_x2.safetensors", 3)
     assert whole["params_m"] == pytest.approx(sum(p.numel() for p in build_model(TINY_SR).parameters()) / 1e6)
-    assert len(list((tmp_path / "saved" / "Mini").iterdir())) == 3
+    assert len(list((tmp_path / "saved" / "Mini" / "sr-x2").iterdir())) == 3
     assert main([*base, "--json", "--tile", "32", "--tile-overlap", "16"]) == 0  # LR crops are 72x56
     tiled = json.loads(capsys.readouterr().out)
     assert abs(tiled["psnr"] - whole["psnr"]) < 0.05

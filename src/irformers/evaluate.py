@@ -209,7 +209,8 @@ def evaluate(
                 )
             per_image.append({"name": sample.name, **score(output, target, deg)})
             if save_dir is not None:
-                write_image(save_dir / dataset.name / f"{sample.name}.png", output)
+                level = deg.label.replace(" ", "-")  # one folder per level: --sigma 15,25,50 keeps all three
+                write_image(save_dir / dataset.name / level / f"{sample.name}.png", output)
         except (ImageError, DatasetError) as err:
             failed.append(str(err))
     means = {
