@@ -268,3 +268,52 @@ def test_metrics_command_on_single_files_with_y_and_crop(capsys, tmp_path):
     assert abs(report["psnr"] - 10 * np.log10(255**2 / mse)) < 1e-9
     assert main(["metrics", str(tmp_path / "missing.png"), str(tmp_path / "gt.png")]) == 2
     assert "missing.png: no such file or folder" in capsys.readouterr().err
+
+
+def test_metrics_reports_pairs_it_cannot_compare_by_file(capsys, tmp_path):
+    gt = np.zeros((16, 16, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "gt.png"), gt)
+    cv2.imwrite(str(tmp_path / "deep.png"), gt.astype(np.uint16))  # same size, 16-bit
+    assert main(["metrics", str(tmp_path / "deep.png"), str(tmp_path / "gt.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "deep.png" in err and "bit depths differ" in err and "\n" not in err
+    cv2.imwrite(str(tmp_path / "same.png"), gt)
+    assert main(["metrics", str(tmp_path / "same.png"), str(tmp_path / "gt.png"), "--crop", "8"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "same.png" in err and "cannot crop 8 pixels" in err and "\n" not in err
+
+
+def test_degrade_keeps_going_past_a_16_bit_image(capsys, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((16, 16, 3), 128, np.uint8))
+    cv2.imwrite(str(src / "b.png"), np.full((16, 16, 3), 40000, np.uint16))
+    assert main(["degrade", "--task", "jpeg", "--quality", "10", "--gray", str(src), str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "wrote 1 of 2" in captured.out and [p.name for p in out.iterdir()] == ["a.png"]
+    assert "b.png: only 8-bit images" in captured.err
+
+
+def test_a_model_the_images_do_not_fit_fails_each_image_by_name(capsys, tmp_path):
+    """A gray model on color pairs, and a set whose first image is broken: reported, not a traceback."""
+    for sub in ("input", "target"):
+        (tmp_path / "Pairs" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "Pairs" / sub / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    argv = ["test", "--task", "paired", "--dataset", "Pairs", "--data-root", str(tmp_path), "--json"]
+    assert main([*argv, "--model", "semanir-t-denoise-gray"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a.png" in err[0] and "1 channel" in err[0]
+    (tmp_path / "Gray").mkdir()
+    (tmp_path / "Gray" / "0.png").write_bytes(b"not an image")
+    cv2.imwrite(str(tmp_path / "Gray" / "1.png"), np.zeros((16, 16), np.uint8))
+    argv = ["test", "--model", "identity", "--task", "denoise", "--sigma", "25", "--dataset", "Gray"]
+    assert main([*argv, "--data-root", str(tmp_path), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["gray"] and "0.png" in captured.err
+
+
+def test_demosaicking_needs_a_demosaicking_model(capsys):
+    assert (
+        main(["test", "--model", "hiir-t-denoise-color", "--task", "demosaic", "--dataset", "Kodak24"]) == 2
+    )
+    assert "cannot be evaluated on --task demosaic" in capsys.readouterr().err

@@ -80,6 +80,13 @@ def test_bench_cli_table_and_errors(capsys):
     assert "--precision int8" in capsys.readouterr().err
     assert main(["bench", "no-such-model"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+    for bad, said in (
+        ("--backend=foo", "--backend foo"),
+        ("--repeat=0", "--repeat 0"),
+        ("--size=-4", "--size -4"),
+    ):
+        assert main(["bench", "semanir-t-sr-x2", bad]) == 2
+        assert said in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_hiir_half_width_qk_is_counted_without_its_zero_padding():

@@ -41,10 +41,14 @@ def _infer_gray(dataset_name: str, data_root: str | None, task: str) -> bool:
     """Gray when the set's images are single-channel (Set12, BSD68, Classic5), for denoise/JPEG."""
     if task not in ("denoise", "jpeg"):
         return False
-    from irformers.data.io import read_array
+    from irformers.data.io import ImageError, read_array
 
-    first = find_dataset(dataset_name, data_root).samples[0].target
-    return read_array(first, "unchanged").ndim == 2
+    for sample in find_dataset(dataset_name, data_root).samples:  # the first readable one says
+        try:
+            return read_array(sample.target, "unchanged").ndim == 2
+        except ImageError:
+            continue  # reported with the set's failures
+    return False
 
 
 def _tile(text: str) -> int | str | None:
@@ -88,7 +92,7 @@ def _load_model(args: argparse.Namespace):
 def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:
     """Refuse settings the model was not built for; an SR model's scale is the default ``--scale``."""
     desc = model.descriptor
-    if (desc.task == "sr") != (args.task == "sr"):
+    if (desc.task == "sr") != (args.task == "sr") or desc.bayer_input != (args.task == "demosaic"):
         raise UsageError(f"{args.model} is a {desc.task} model; it cannot be evaluated on --task {args.task}")
     if args.task != "sr":
         return scales
@@ -320,10 +324,10 @@ def _degrade_one(img_path: Path, args: argparse.Namespace) -> np.ndarray:
 
     gray = args.gray
     img = read_array(img_path, "unchanged" if gray else "rgb")
-    if gray and img.ndim == 3:
-        img = degrade.rgb_to_gray_y(img)
     if img.dtype != np.uint8:
         raise ValueError(f"{img_path}: only 8-bit images can be degraded by the conventions")
+    if gray and img.ndim == 3:
+        img = degrade.rgb_to_gray_y(img)
     if args.task == "sr":
         return degrade.bicubic_lr(img, args.scale)
     if args.task == "denoise":
@@ -391,6 +395,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                 raise ImageError(
                     f"{pred_path}: size/channels {pred.shape} differ from {gt_path.name} {gt.shape}"
                 )
+            if pred.dtype != gt.dtype:
+                raise ImageError(
+                    f"{pred_path}: {pred.dtype} pixels, {gt_path.name} has {gt.dtype} (bit depths differ)"
+                )
             kw = {"crop": args.crop, "y": args.y}
             rows.append(
                 {
@@ -400,8 +408,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                     "psnr_b": metrics.psnr_b(pred, gt, **kw),
                 }
             )
-        except (ImageError, ValueError) as err:
+        except ImageError as err:
             failures.append(str(err))
+        except ValueError as err:  # e.g. a border crop larger than the image
+            failures.append(f"{pred_path}: {err}")
     summary = {
         key: float(np.mean([r[key] for r in rows])) if rows else float("nan")
         for key in ("psnr", "ssim", "psnr_b")
@@ -512,9 +522,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from irformers import profiling
     from irformers.engine.checkpoint import CheckpointError
     from irformers.inference import load_model, resolve_device
+    from irformers.models.semanir import BACKENDS
 
     if args.precision not in profiling.DTYPES:
         raise UsageError(f"--precision {args.precision}: choose from {', '.join(profiling.DTYPES)}")
+    if args.backend is not None and args.backend not in BACKENDS:
+        raise UsageError(f"--backend {args.backend}: choose from {', '.join(BACKENDS)}")
+    for option, least in (("size", 1), ("batch", 1), ("repeat", 1), ("warmup", 0), ("threads", 1)):
+        value = getattr(args, option)
+        if value is not None and value < least:
+            raise UsageError(f"--{option} {value}: must be at least {least}")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

@@ -213,6 +213,8 @@ def evaluate(
                 write_image(save_dir / dataset.name / level / f"{sample.name}.png", output)
         except (ImageError, DatasetError) as err:
             failed.append(str(err))
+        except ValueError as err:  # an image the model cannot take (its channels)
+            failed.append(f"{sample.target}: {err}")
     means = {
         key: float(np.mean([r[key] for r in per_image])) if per_image else float("nan")
         for key in ("psnr", "ssim", *(("psnr_b",) if deg.task == "jpeg" else ()))
