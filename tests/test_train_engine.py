@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -331,6 +332,21 @@ def test_tensorboard_is_optional(tmp_path, capsys):
         assert "pip install tensorboard" in _cli_error(tmp_path, capsys, raw)
     else:
         pytest.skip("tensorboard is installed: nothing to refuse")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_broken_past_its_header_stops_training_with_one_line(tmp_path, capsys, workers):
+    """The start checks every file's header; a JPEG cut short is found when first decoded."""
+    raw = _raw_config(tmp_path, data={"num_workers": workers}, val={"sets": []})
+    _, jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (40, 40, 3), np.uint8))
+    (tmp_path / "data" / "train" / "cut.jpg").write_bytes(jpeg.tobytes()[: jpeg.size // 2])
+    (tmp_path / "c.yaml").write_text(json.dumps(raw))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("irformers train: ") and err[-1].endswith(
+        "cut.jpg: truncated or corrupt image data"
+    )
+    assert not any("Traceback" in line for line in err)
 
 
 def test_init_from_other_scale_loads_what_fits(tmp_path):

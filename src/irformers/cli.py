@@ -473,6 +473,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error_line(err: Exception) -> str:
+    """The error's message; one re-raised from a DataLoader worker carries the worker's traceback,
+    whose last line is the message."""
+    line = str(err).strip().splitlines()[-1]
+    return line.removeprefix(f"{type(err).__module__}.{type(err).__name__}: ")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from irformers.data.io import ImageError
     from irformers.engine.checkpoint import CheckpointError
@@ -501,8 +508,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     try:
         summary = trainer.fit()
-    except TrainingError as err:
-        print(f"irformers train: {err}", file=sys.stderr)
+    except (TrainingError, ImageError, DatasetError) as err:  # found while training: a broken image
+        print(f"irformers train: {_error_line(err)}", file=sys.stderr)
         return INPUT_FAILED
     if main_rank:
         val = summary["validation"]

@@ -350,6 +350,8 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and in every rerun
         self.model = build_model_from_config(cfg.model)
         check_model_fits(self.model, cfg)
+        if cfg.train.grad_checkpointing and not enable_grad_checkpointing(self.model):
+            raise ConfigError("train.grad_checkpointing: this model has no transformer stages to checkpoint")
         if self.dist.rank == 0:
             for advice in self.model.training_advice(max(s.patch_size for s in stages(cfg.data))):
                 print(f"{cfg.run.name}: note: {advice}", file=sys.stderr, flush=True)
@@ -442,8 +444,6 @@ class Trainer:
             net = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        if t.grad_checkpointing and not enable_grad_checkpointing(model):
-            raise ConfigError("train.grad_checkpointing: this model has no transformer stages to checkpoint")
         self.optimizer = make_optimizer(model, t)
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
