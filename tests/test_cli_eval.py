@@ -317,3 +317,14 @@ def test_demosaicking_needs_a_demosaicking_model(capsys):
         main(["test", "--model", "hiir-t-denoise-color", "--task", "demosaic", "--dataset", "Kodak24"]) == 2
     )
     assert "cannot be evaluated on --task demosaic" in capsys.readouterr().err
+
+
+def test_a_16_bit_source_is_refused_by_name_not_misread(capsys, tmp_path):
+    for sub in ("input", "target"):
+        (tmp_path / "Pairs" / sub).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "Pairs" / "target" / "a.png"), np.full((16, 16, 3), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "Pairs" / "input" / "a.png"), np.full((16, 16, 3), 25700, np.uint16))
+    argv = ["test", "--model", "identity", "--task", "paired", "--dataset", "Pairs"]
+    assert main([*argv, "--data-root", str(tmp_path), "--json"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "input/a.png: uint16 benchmark images are not supported" in err[0]

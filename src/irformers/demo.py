@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from irformers.data.datasets import Sample
-from irformers.data.io import write_image
+from irformers.data.io import to_uint, write_image
 from irformers.data.resize import imresize
-from irformers.evaluate import Degradation, prepare, quantize, score
+from irformers.evaluate import Degradation, prepare, score
 from irformers.inference import Restorer, load_model
 
 SAMPLE = Path(__file__).parent / "assets" / "kodim23-crop.png"
@@ -51,11 +51,11 @@ def run_demo(
         if names and name not in names:
             continue
         degraded, target = prepare(Sample("kodim23-crop", SAMPLE), deg)
-        restored = quantize(Restorer(load_model(model_name), device=device)(degraded))
+        restored = to_uint(Restorer(load_model(model_name), device=device)(degraded))
         # the "before" image is what a viewer would see: the input itself, or its bicubic upscaling
-        before = imresize(quantize(degraded), deg.scale) if deg.task == "sr" else quantize(degraded)
+        before = imresize(to_uint(degraded), deg.scale) if deg.task == "sr" else to_uint(degraded)
         files = {kind: out / f"{name}-{kind}.png" for kind in ("input", "output", "side-by-side")}
-        write_image(files["input"], _plain(quantize(degraded)))
+        write_image(files["input"], _plain(to_uint(degraded)))
         write_image(files["output"], _plain(restored))
         write_image(files["side-by-side"], _plain(_side_by_side(before, restored, target)))
         rows.append(

@@ -18,7 +18,7 @@ import numpy as np
 from irformers import metrics
 from irformers.data import degrade
 from irformers.data.datasets import Dataset, DatasetError, Sample, resolve_data_root
-from irformers.data.io import ImageError, read_array, write_image
+from irformers.data.io import ImageError, read_array, to_uint, write_image
 from irformers.data.resize import imresize, modcrop
 
 TASKS = ("sr", "denoise", "jpeg", "demosaic", "paired")
@@ -74,11 +74,6 @@ def _to_float(img: np.ndarray) -> np.ndarray:
     return _as_hwc(img).astype(np.float32) / 255.0
 
 
-def quantize(img: np.ndarray) -> np.ndarray:
-    """Model output -> uint8 as the conventions require: clamp to [0, 1], scale, round."""
-    return np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def _read_target(path: Path, deg: Degradation) -> np.ndarray:
     if not deg.gray:
         img = read_array(path, "rgb")
@@ -88,6 +83,10 @@ def _read_target(path: Path, deg: Degradation) -> np.ndarray:
             # Gray JPEG follows the BT.601 Y convention; gray denoising of a color file follows the usual
             # OpenCV grayscale conversion that KAIR/DnCNN evaluations use.
             img = degrade.rgb_to_gray_y(img) if deg.task == "jpeg" else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    return _checked_8bit(path, img)
+
+
+def _checked_8bit(path: Path, img: np.ndarray) -> np.ndarray:
     if img.dtype != np.uint8:
         raise ImageError(f"{path}: {img.dtype} benchmark images are not supported (8-bit only)")
     return _as_hwc(img)
@@ -99,7 +98,7 @@ def prepare(sample: Sample, deg: Degradation) -> tuple[np.ndarray, np.ndarray]:
     if deg.task == "sr":
         target = modcrop(target, deg.scale)
         if sample.source is not None:
-            lr = _as_hwc(read_array(sample.source, "gray" if deg.gray else "rgb"))
+            lr = _checked_8bit(sample.source, read_array(sample.source, "gray" if deg.gray else "rgb"))
             expected = (target.shape[0] // deg.scale, target.shape[1] // deg.scale)
             if lr.shape[:2] != expected:
                 raise ImageError(
@@ -120,7 +119,9 @@ def prepare(sample: Sample, deg: Degradation) -> tuple[np.ndarray, np.ndarray]:
         return _as_hwc(degrade.bayer_mosaic(_to_float(target))), target
     if sample.source is None:
         raise DatasetError(f"{sample.target}: paired task needs a NAME/input + NAME/target dataset")
-    source = _to_float(read_array(sample.source, "unchanged" if deg.gray else "rgb"))
+    source = _to_float(
+        _checked_8bit(sample.source, read_array(sample.source, "unchanged" if deg.gray else "rgb"))
+    )
     if source.shape != target.shape:
         raise ImageError(
             f"{sample.source}: size {source.shape[1]}x{source.shape[0]} does not match its "
@@ -146,7 +147,7 @@ def pseudo_model(name: str, deg: Degradation) -> Restorer:
     if name == "bicubic":
         if deg.task != "sr":
             raise ValueError("the 'bicubic' pseudo-model is for --task sr")
-        return lambda x: imresize(quantize(x), deg.scale).astype(np.float32) / 255.0
+        return lambda x: imresize(to_uint(x), deg.scale).astype(np.float32) / 255.0
     if name == "identity":
         if deg.task == "sr":
             raise ValueError("the 'identity' pseudo-model is for same-size tasks (use 'bicubic' for sr)")
@@ -154,7 +155,7 @@ def pseudo_model(name: str, deg: Degradation) -> Restorer:
     if name == "malvar":
         if deg.task != "demosaic":
             raise ValueError("the 'malvar' pseudo-model is for --task demosaic")
-        return lambda x: _to_float(degrade.demosaic_malvar(quantize(x)[..., 0]))
+        return lambda x: _to_float(degrade.demosaic_malvar(to_uint(x)[..., 0]))
     raise ValueError(f"unknown model '{name}'")
 
 
@@ -202,7 +203,7 @@ def evaluate(
     for sample in progress(dataset.samples):
         try:
             inp, target = prepare(sample, deg)
-            output = quantize(restorer(inp))
+            output = to_uint(restorer(inp))
             if output.shape != target.shape:
                 raise ImageError(
                     f"{sample.target}: model output {output.shape} does not match the target {target.shape}"
