@@ -342,10 +342,12 @@ def test_small_presets_are_small_and_listed(monkeypatch):
             "params",
             "reported_params",
             "weights",
+            "note",
         }
         assert r["arch"] == "semanir" and r["reported_params"] is None
         assert r["weights"] == (bundled_weights(r["name"]) is not None)
         assert 0 < r["params"] < 2_000_000
+        assert r["note"]  # what the preset is, e.g. "the project's own small preset"
         model = build_model(r["name"])
         assert r["params"] == sum(p.numel() for p in model.parameters())  # meta count == real count
 

@@ -20,8 +20,8 @@ from irformers.data import degrade
 from irformers.data.datasets import Dataset, DatasetError, Sample, resolve_data_root
 from irformers.data.io import ImageError, read_array, to_uint, write_image
 from irformers.data.resize import imresize, modcrop
+from irformers.engine.config import TASKS
 
-TASKS = ("sr", "denoise", "jpeg", "demosaic", "paired")
 Restorer = Callable[[np.ndarray], np.ndarray]
 
 

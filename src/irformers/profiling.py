@@ -32,7 +32,6 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 

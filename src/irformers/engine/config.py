@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 TASKS = ("sr", "denoise", "jpeg", "demosaic", "paired")
+LOSSES = ("l1", "charbonnier", "mse")
 
 
 class ConfigError(ValueError):
@@ -350,7 +351,7 @@ def check(cfg: Config) -> None:
     _positive(t.steps, "train.steps")
     _one_of(t.optimizer, ("adam", "adamw"), "train.optimizer")
     _one_of(t.schedule, ("multistep", "cosine", "constant"), "train.schedule")
-    _one_of(t.loss, ("l1", "charbonnier", "mse"), "train.loss")
+    _one_of(t.loss, LOSSES, "train.loss")
     _one_of(t.precision, ("fp32", "bf16", "fp16"), "train.precision")
     _positive(t.lr, "train.lr")
     _positive(t.warmup_steps, "train.warmup_steps", zero_ok=True)

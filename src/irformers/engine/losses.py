@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from irformers.engine.config import TrainConfig
-
-LOSSES = ("l1", "charbonnier", "mse")
+from irformers.engine.config import LOSSES, TrainConfig
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:

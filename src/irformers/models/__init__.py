@@ -50,6 +50,7 @@ def list_presets() -> list[dict]:
             "params": count_params(p.config),
             "reported_params": p.reported_params_m,
             "weights": bundled_weights(p.name) is not None,
+            "note": p.note,
         }
         for p in PRESETS.values()
     ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DTYPES = ("float32", "bfloat16", "float16")
-TASKS = ("sr", "denoise", "jpeg", "demosaic", "deblur", "paired")
 
 
 @dataclass(frozen=True)
