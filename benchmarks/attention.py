@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from irformers import profiling
+from irformers.data.io import write_text
 from irformers.models import semanir
 
 NS = (256, 1024, 4096)
@@ -240,7 +241,7 @@ def main() -> None:
         "repeat": args.repeat,
         "rows": rows,
     }
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_text(args.out, json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {args.out}")
 
 

@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 from irformers import profiling  # noqa: E402
+from irformers.data.io import write_text  # noqa: E402
 from irformers.models import baseline, hiir, semanir  # noqa: E402
 from irformers.models.layers import ResidualLayer, window_partition, window_reverse  # noqa: E402
 
@@ -365,7 +366,7 @@ def main() -> None:
         ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "complexity.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_text(args.out / "complexity.json", json.dumps(report, indent=1) + "\n")
     title = (
         f"One layer, C={DIM}: Hi-IR (p={P_WINDOW}, P={P_REGION}), SemanIR (window {SEMANIR_WINDOW},"
         f" k={SEMANIR_K}), window attention ({P_WINDOW}) - {info['device']},"

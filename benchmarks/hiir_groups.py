@@ -24,6 +24,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 from irformers import profiling  # noqa: E402
+from irformers.data.io import write_text  # noqa: E402
 from irformers.models import hiir  # noqa: E402
 
 DIM, HEADS, TOKENS = 180, 6, 128 * 128
@@ -71,7 +72,7 @@ def main() -> int:
         "rows": rows,
     }
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "hiir_groups.json").write_text(json.dumps(data, indent=1) + "\n")
+    write_text(HERE / "results" / "hiir_groups.json", json.dumps(data, indent=1) + "\n")
     print(f"{data['command']}: {TOKENS} tokens, C {DIM}, {HEADS} heads; `SMALL_GROUP_TOKENS` = {default}\n")
     print("| threads | tokens per group | fused SDPA ms | matmuls ms | fused / matmuls |")
     print("|---|---|---|---|---|")

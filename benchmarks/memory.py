@@ -30,6 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from irformers.data.io import write_text
+
 REPO = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -115,7 +117,7 @@ def main() -> None:
         "sizes": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"\nwritten {args.out}")
 
 

@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from irformers import profiling
+from irformers.data.io import write_text
 from irformers.models import build_model, layers, semanir
 
 HERE = Path(__file__).resolve().parent
@@ -274,7 +275,7 @@ def write_markdown(data: dict) -> None:
         *models_section(data),
         *complexity_section(),
     ]
-    (REPO / "BENCHMARKS.md").write_text("\n".join(lines))
+    write_text(REPO / "BENCHMARKS.md", "\n".join(lines))
 
 
 def main() -> int:
@@ -313,11 +314,11 @@ def main() -> int:
     for case in cases(args.sr_size, args.same_size, args.same_models, args.same_ks, args.ks):
         row = measure(case, device, args.repeat)
         data["rows"].append(row)
-        out.write_text(json.dumps(data, indent=1) + "\n")  # row by row: an interrupted run keeps its rows
+        write_text(out, json.dumps(data, indent=1) + "\n")  # row by row: an interrupted run keeps its rows
         print(json.dumps({k: v for k, v in row.items() if k != "times_ms"}), file=sys.stderr, flush=True)
     data["matmul_peak_runs"].append(profiling.matmul_peak_gflops(device))  # again at the end: the best
     data["matmul_peak_gflops"] = max(data["matmul_peak_runs"])
-    out.write_text(json.dumps(data, indent=1) + "\n")
+    write_text(out, json.dumps(data, indent=1) + "\n")
     rows = data["rows"]
     bar_chart(
         rows,

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from irformers.data.io import write_text
 from irformers.data.resize import imresize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
 
     labels = {
         "ours": f"irformers imresize, MATLAB bicubic ({threads} thread{'s' if threads > 1 else ''})",

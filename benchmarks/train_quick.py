@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from irformers.data.io import write_text
+
 REPO = Path(__file__).resolve().parents[1]
 RUNS = {
     "semanir-sr-x2": {
@@ -120,7 +122,7 @@ def main() -> int:
     out = REPO / "benchmarks" / "results" / "train_quick.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads}
-    out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
+    write_text(out, json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
     print("| run | steps | wall (s) | set | PSNR | baseline | gain (dB) | target | passed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:

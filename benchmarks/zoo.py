@@ -22,7 +22,7 @@ import sys
 from itertools import groupby
 from pathlib import Path
 
-from irformers.data.io import atomic_write
+from irformers.data.io import write_text
 from irformers.engine.checkpoint import read_metadata, training_stages
 from irformers.inference import load_model
 from irformers.models.presets import bundled_weights, get_preset
@@ -114,7 +114,7 @@ def main() -> int:
     env = {**os.environ, "IRFORMERS_DATA": str(Path(args.data_root).resolve()), "CUDA_VISIBLE_DEVICES": ""}
     if args.speed:
         results = speed(args.only or list(SHIPPED), args.threads, args.repeat, env)
-        atomic_write(SPEED_OUT, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n"))
+        write_text(SPEED_OUT, json.dumps(results, indent=1) + "\n")
         print(speed_markdown(results))
         return 0
     for preset in args.only or SHIPPED:
@@ -135,7 +135,7 @@ def main() -> int:
         }
         # merged into the file as it is now, after each model: other runs and partial runs keep theirs
         results = {**(json.loads(OUT.read_text()) if OUT.exists() else {}), preset: entry}
-        atomic_write(OUT, lambda tmp, results=results: tmp.write_text(json.dumps(results, indent=1) + "\n"))
+        write_text(OUT, json.dumps(results, indent=1) + "\n")
         print(f"{preset}: done", file=sys.stderr, flush=True)
     print(markdown(json.loads(OUT.read_text()) if OUT.exists() else {}))
     return 0

@@ -116,10 +116,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         mode = tmp.stat().st_mode
         write(tmp)
         os.chmod(tmp, mode)  # writers that recreate the file (safetensors) keep those permissions
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())  # on disk before it replaces the old file (a power cut keeps one)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """A text file (results JSON, a table, a config) written atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_image(

@@ -394,7 +394,7 @@ def check(cfg: Config) -> None:
 
 def save_config(cfg: Config, path: Path) -> None:
     """The resolved config, next to the run, so the run can be repeated exactly."""
-    from irformers.data.io import atomic_write
+    from irformers.data.io import write_text
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    write_text(path, text)
