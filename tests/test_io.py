@@ -218,6 +218,22 @@ def test_jpeg_exif_orientation_rotates_90_cw(tmp_path):
         assert np.abs(got[2:8, 2:8].astype(int) - 128).max() < 20
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
+def test_training_sizes_from_the_header_agree_with_the_decoded_image(tmp_path, suffix):
+    """Training checks patch sizes and pairs from headers: they must see the rotation decoding applies."""
+    from irformers.data.pipelines import image_size
+
+    src = tmp_path / f"r{suffix}"
+    im = Image.fromarray(np.full((40, 60, 3), 128, np.uint8))
+    if suffix == ".tif":
+        im.save(src, tiffinfo={0x0112: 6})
+    else:
+        exif = im.getexif()
+        exif[0x0112] = 6
+        im.save(src, exif=exif.tobytes())
+    assert image_size(src) == read_array(src).shape[:2] == (60, 40)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_all_orientations_match_pillow_exif_transpose(tmp_path, rng, orientation):
     rgba = _u8(rng, 3, 5, 4)

@@ -101,6 +101,16 @@ def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return np.rint(np.clip(pixels, 0.0, 1.0) * _PEAK[bit_depth]).astype(_DTYPE[bit_depth])
 
 
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8, 1 = as stored) that decoding applies, read from an open image's
+    header: TIFF's own tag, or the EXIF block of JPEG, PNG and WebP. Pillow's PNG getexif() would
+    decode the whole image to look for an eXIf chunk after the pixels; writers put it before, where
+    open() sees it."""
+    if im.format == "TIFF":
+        return int(im.tag_v2.get(ExifTags.Base.Orientation, 1))
+    return int(im.getexif().get(ExifTags.Base.Orientation, 1)) if "exif" in im.info else 1
+
+
 TEMP_GLOB = ".*.tmp-*"  # the names atomic_write gives its temporary files
 
 
@@ -242,18 +252,15 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with Image.open(BytesIO(data)) as im:
             gray = Image.getmodebase(im.mode) == "L"
-            # OpenCV's TIFF decoder applies tag 274 itself. Pillow's PNG getexif() would decode the whole
-            # image to look for an eXIf chunk after the pixels; writers put it before, where open() sees it.
-            orientation = 1
-            if fmt != "TIFF" and "exif" in im.info:
-                orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+            # OpenCV's TIFF decoder applies tag 274 itself; the others' orientation is applied below.
+            orientation = exif_orientation(im) if fmt != "TIFF" else 1
             # libtiff's RGBA reader, which OpenCV uses for 8-bit TIFF, premultiplies unassociated alpha, so
             # Pillow decodes those; not when rotated, as Pillow 13 gets 90-degree TIFF orientations wrong.
             by_pillow = (
                 fmt == "TIFF"
                 and im.mode in ("RGBA", "LA")
                 and np.max(im.tag_v2.get(258, 8)) == 8
-                and im.tag_v2.get(ExifTags.Base.Orientation, 1) == 1
+                and exif_orientation(im) == 1
             )
             # OpenCV may return a truncated image padded with grey; Pillow refuses it. For PNG a CRC walk
             # to IEND is enough (no inflating); JPEG is decoded at 1/8 scale, which still reads every byte.
