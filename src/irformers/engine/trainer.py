@@ -57,6 +57,7 @@ from irformers.engine.config import (
 from irformers.engine.losses import pixel_loss
 from irformers.engine.schedule import lr_at
 from irformers.evaluate import Degradation, evaluate
+from irformers.inference import Restorer
 
 STATE_FILE = "train_state.pt"
 WEIGHTS_FILE = "model.safetensors"
@@ -208,17 +209,6 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     ]
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-
-
-def make_restorer(model: nn.Module, device: torch.device, **runtime):
-    """A `Restorer` (float32 H x W x C numpy in and out) around a model, for `irformers.evaluate`."""
-
-    @torch.no_grad()
-    def restore(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
-        return model(t, **runtime)[0].float().cpu().numpy().transpose(1, 2, 0)
-
-    return restore
 
 
 # --------------------------------------------------------------------------- RNG states
@@ -572,8 +562,9 @@ class Trainer:
             net = self.ema.module if self.ema is not None else model
             was_training = net.training
             net.eval()
-            runtime = {"k": self.cfg.val.k} if self.cfg.val.k and net.descriptor.supports_k else {}
-            restorer = make_restorer(net, self.device, **runtime)
+            k = self.cfg.val.k if net.descriptor.supports_k else None
+            # inference's own restorer, in fp32: large validation images are tiled, small ones whole
+            restorer = Restorer(net, tile="auto", precision="fp32", device=self.device, k=k)
             for dataset in self.val_sets:
                 r = evaluate(
                     restorer, dataset, self._val_degradation(dataset.layout), model_name=self.cfg.run.name
@@ -683,6 +674,5 @@ __all__ = [
     "TrainingError",
     "build_model_from_config",
     "enable_grad_checkpointing",
-    "make_restorer",
     "train",
 ]
