@@ -528,11 +528,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from irformers import profiling
     from irformers.engine.checkpoint import CheckpointError
-    from irformers.inference import PRECISIONS, load_model, resolve_device
+    from irformers.inference import DTYPES, load_model, resolve_device
     from irformers.models.semanir import BACKENDS
 
-    if args.precision not in PRECISIONS:
-        raise UsageError(f"--precision {args.precision}: choose from {', '.join(PRECISIONS)}")
+    if args.precision not in DTYPES:
+        raise UsageError(f"--precision {args.precision}: choose from {', '.join(DTYPES)}")
     if args.backend is not None and args.backend not in BACKENDS:
         raise UsageError(f"--backend {args.backend}: choose from {', '.join(BACKENDS)}")
     for option, least in (("size", 1), ("batch", 1), ("repeat", 1), ("warmup", 0), ("threads", 1)):
@@ -545,7 +545,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except ValueError as err:
         raise UsageError(f"--device: {err}") from err
-    dtype = PRECISIONS[args.precision]
+    dtype = DTYPES[args.precision]
     rows = []
     for spec in args.models:
         try:
