@@ -3,7 +3,7 @@
 # By default only the gray denoiser (the one target still missed); MODELS="semanir-t-denoise-gray hiir-t-jpeg-gray"
 # trains both. A short probe of each recipe measures its speed on this machine; the real runs then get the step count
 # that fills BUDGET_S, so that their cosine schedules end inside it. Each model is then scored on its target
-# set in fp32 (as the README's table, not the bf16 that `irformers test` picks on a GPU by default).
+# set in fp32, the precision of the README's table (`irformers test` defaults to it; said here too, explicitly).
 #
 #   IRFORMERS_DATA=../shared/datasets BUDGET_S=1800 bash configs/zoo-gpu-round.sh
 #

@@ -302,7 +302,7 @@ def test_a_model_the_images_do_not_fit_fails_each_image_by_name(capsys, tmp_path
     argv = ["test", "--task", "paired", "--dataset", "Pairs", "--data-root", str(tmp_path), "--json"]
     assert main([*argv, "--model", "semanir-t-denoise-gray"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "a.png" in err[0] and "1 channel" in err[0]
+    assert len(err) == 1 and "Pairs/input/a.png: a 3-channel image" in err[0] and "1 channel" in err[0]
     (tmp_path / "Gray").mkdir()
     (tmp_path / "Gray" / "0.png").write_bytes(b"not an image")
     cv2.imwrite(str(tmp_path / "Gray" / "1.png"), np.zeros((16, 16), np.uint8))

@@ -73,6 +73,7 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
         ("data.train.0.input=x", "data.train.0 is not a section"),
         ("train.steps", "expected key.sub=value"),
         ("model={}", "model: give model.preset"),
+        ("val.k=0", "val.k: must be > 0, got 0"),
     ],
 )
 def test_bad_configs_are_one_line_errors_naming_the_key(recipe, override, message):

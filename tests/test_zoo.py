@@ -32,7 +32,9 @@ def test_shipped_weights_describe_their_training(name):
     meta = read_metadata(bundled_weights(name))
     assert meta["preset"] == name and meta["weights"] == "ema"
     assert sum(p.numel() for p in load_model(name).parameters()) < 2_000_000
-    for stage in training_stages(meta["training"]):  # weights trained from earlier weights: every stage
+    stages = training_stages(meta["training"])  # weights trained from earlier weights: every stage
+    assert stages
+    for stage in stages:
         assert stage["steps"] == stage["total_steps"] > 0 and stage["seconds"] > 0
         assert {d["target"] for d in stage["data"]} <= {"T91", "Train400"}  # never a test set
 

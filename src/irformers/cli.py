@@ -473,15 +473,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _error_line(err: Exception) -> str:
-    """The error's message; one re-raised from a DataLoader worker carries the worker's traceback,
-    whose last line is the message."""
-    line = str(err).strip().splitlines()[-1]
-    return line.removeprefix(f"{type(err).__module__}.{type(err).__name__}: ")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from irformers.data.io import ImageError
+    from irformers.data.io import ImageError, error_line
     from irformers.engine.checkpoint import CheckpointError
     from irformers.engine.config import ConfigError, load_config
     from irformers.engine.distributed import env_info
@@ -509,7 +502,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         summary = trainer.fit()
     except (TrainingError, ImageError, DatasetError) as err:  # found while training: a broken image
-        print(f"irformers train: {_error_line(err)}", file=sys.stderr)
+        print(f"irformers train: {error_line(err)}", file=sys.stderr)
         return INPUT_FAILED
     if main_rank:
         val = summary["validation"]

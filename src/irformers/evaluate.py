@@ -18,7 +18,7 @@ import numpy as np
 from irformers import metrics
 from irformers.data import degrade
 from irformers.data.datasets import Dataset, DatasetError, Sample, resolve_data_root
-from irformers.data.io import ImageError, read_array, to_uint, write_image
+from irformers.data.io import ImageError, InputError, read_array, to_uint, write_image
 from irformers.data.resize import imresize, modcrop
 from irformers.engine.config import TASKS
 
@@ -203,7 +203,10 @@ def evaluate(
     for sample in progress(dataset.samples):
         try:
             inp, target = prepare(sample, deg)
-            output = to_uint(restorer(inp))
+            restored = restorer(inp)
+            if np.isnan(restored).any():
+                raise ImageError(f"{sample.target}: the model's output has NaN pixels")
+            output = to_uint(restored)
             if output.shape != target.shape:
                 raise ImageError(
                     f"{sample.target}: model output {output.shape} does not match the target {target.shape}"
@@ -214,8 +217,8 @@ def evaluate(
                 write_image(save_dir / dataset.name / level / f"{sample.name}.png", output)
         except (ImageError, DatasetError) as err:
             failed.append(str(err))
-        except ValueError as err:  # an image the model cannot take (its channels)
-            failed.append(f"{sample.target}: {err}")
+        except InputError as err:
+            failed.append(f"{sample.source or sample.target}: {err}")
     means = {
         key: float(np.mean([r[key] for r in per_image])) if per_image else float("nan")
         for key in ("psnr", "ssim", *(("psnr_b",) if deg.task == "jpeg" else ()))

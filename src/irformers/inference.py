@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from irformers.data.io import InputError
 from irformers.engine.checkpoint import (
     CheckpointError,
     convert_state_dict,
@@ -421,7 +422,7 @@ class Restorer:
         if to_gray:
             img = np.repeat(img, 3, axis=2)
         elif channels != expected:
-            raise ValueError(
+            raise InputError(
                 f"a {channels}-channel image cannot go through a model that takes {expected} channel(s)"
                 + (" (convert it to gray first, or use a color model)" if expected == 1 else "")
             )

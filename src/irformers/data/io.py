@@ -52,6 +52,19 @@ class ImageError(ValueError):
     """
 
 
+class InputError(ValueError):
+    """An image a model cannot take (its channels); raised without the file name, which the caller adds."""
+
+
+def error_line(err: BaseException) -> str:
+    """An error's message on one line. One re-raised from a DataLoader worker carries the worker's
+    traceback, whose last line is the message; others keep their first line."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    if len(lines) > 1 and lines[1].startswith("Original Traceback"):
+        return lines[-1].removeprefix(f"{type(err).__module__}.{type(err).__name__}: ")
+    return lines[0]
+
+
 @dataclass
 class LoadedImage:
     pixels: np.ndarray  # float32, H x W x C in [0, 1], C = 1 (gray) or 3 (RGB)
@@ -107,8 +120,10 @@ def exif_orientation(im: Image.Image) -> int:
     decode the whole image to look for an eXIf chunk after the pixels; writers put it before, where
     open() sees it."""
     if im.format == "TIFF":
-        return int(im.tag_v2.get(ExifTags.Base.Orientation, 1))
-    return int(im.getexif().get(ExifTags.Base.Orientation, 1)) if "exif" in im.info else 1
+        value = im.tag_v2.get(ExifTags.Base.Orientation, 1)
+    else:
+        value = im.getexif().get(ExifTags.Base.Orientation, 1) if "exif" in im.info else 1
+    return value if value in range(1, 9) else 1  # a value outside the standard's is ignored
 
 
 TEMP_GLOB = ".*.tmp-*"  # the names atomic_write gives its temporary files

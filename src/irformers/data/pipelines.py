@@ -24,7 +24,7 @@ from PIL import Image
 
 from irformers.data import degrade
 from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset, list_images
-from irformers.data.io import ImageError, exif_orientation, read_array
+from irformers.data.io import ImageError, error_line, exif_orientation, read_array
 from irformers.data.resize import imresize
 from irformers.engine.config import DataConfig, DegradeConfig, StageConfig, source_degrade, stages
 
@@ -114,8 +114,7 @@ def image_size(path: Path) -> tuple[int, int]:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except Exception as err:  # Pillow reports bad files as OSError, SyntaxError, ValueError, ...
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ImageError(f"{path}: not a readable image ({reason})") from None
+        raise ImageError(f"{path}: not a readable image ({error_line(err)})") from None
     return h, w
 
 

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from irformers.data.io import atomic_write
+from irformers.data.io import atomic_write, error_line
 
 METADATA_KEY = "irformers"
 # Where other toolkits keep the weights inside a checkpoint dict, in order of preference
@@ -58,7 +58,7 @@ def read_metadata(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable .safetensors file ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({error_line(err)})") from None
     return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
 
 
@@ -72,10 +72,6 @@ def training_stages(summary: dict | None) -> list[dict]:
     return stages[::-1]
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file, `.safetensors` or a (weights-only) PyTorch pickle, unconverted."""
     path = Path(path)
@@ -85,13 +81,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path}: not a readable .safetensors file ({_first_line(err)})") from None
+            raise CheckpointError(f"{path}: not a readable .safetensors file ({error_line(err)})") from None
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # an UnpicklingError for code-carrying pickles, others for damaged files
         raise CheckpointError(
             f"{path}: refused: not a plain weights file, loading it would need to run code or it is "
-            f"damaged ({_first_line(err)})"
+            f"damaged ({error_line(err)})"
         ) from None
     return _unnest(raw, path)
 
@@ -187,7 +183,7 @@ def load_training_state(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # damaged, truncated, or a pickle that would need to run code
-        raise CheckpointError(f"{path}: not a readable training state ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: not a readable training state ({error_line(err)})") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path}: not an irformers training state (no 'step')")
     return state

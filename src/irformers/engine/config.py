@@ -372,6 +372,8 @@ def check(cfg: Config) -> None:
     _positive(t.grad_clip, "train.grad_clip", zero_ok=True)
     _positive(t.charbonnier_eps, "train.charbonnier_eps")
     _positive(cfg.val.every, "val.every", zero_ok=True)
+    if cfg.val.k is not None:
+        _positive(cfg.val.k, "val.k")
     _positive(cfg.log.every, "log.every")
     _positive(cfg.checkpoint.every, "checkpoint.every")
     if cfg.run.stop_at is not None and not cfg.run.stop_at > 0:

@@ -569,6 +569,8 @@ class Trainer:
                 r = evaluate(
                     restorer, dataset, self._val_degradation(dataset.layout), model_name=self.cfg.run.name
                 )
+                for message in r["failed"]:  # e.g. NaN outputs: the set's mean leaves them out
+                    print(f"{self.cfg.run.name}: validation failed: {message}", file=sys.stderr, flush=True)
                 results[dataset.name] = {
                     key: round(r[key], 4) for key in ("psnr", "ssim", "psnr_b") if key in r
                 }
