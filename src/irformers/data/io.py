@@ -126,6 +126,13 @@ def exif_orientation(im: Image.Image) -> int:
     return value if value in range(1, 9) else 1  # a value outside the standard's is ignored
 
 
+def decoded_size(im: Image.Image) -> tuple[int, int]:
+    """(height, width) of an open image once decoded and oriented, from its header alone: TIFF's
+    stored width and length (Pillow 13 may report them rotated), then orientations 5-8 transpose."""
+    w, h = (im.tag_v2[256], im.tag_v2[257]) if im.format == "TIFF" else im.size
+    return (w, h) if exif_orientation(im) >= 5 else (h, w)
+
+
 TEMP_GLOB = ".*.tmp-*"  # the names atomic_write gives its temporary files
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from irformers.data import degrade
 from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset, list_images
-from irformers.data.io import ImageError, error_line, exif_orientation, read_array
+from irformers.data.io import ImageError, decoded_size, error_line, read_array
 from irformers.data.resize import imresize
 from irformers.engine.config import DataConfig, DegradeConfig, StageConfig, source_degrade, stages
 
@@ -104,11 +104,7 @@ def image_size(path: Path) -> tuple[int, int]:
     """(height, width) from the file header, after checking the file is an intact image (cheap checks)."""
     try:
         with Image.open(path) as im:
-            # as stored (Pillow's TIFF size may already be rotated), then as decoded: orientations 5-8
-            # transpose (read_image applies them)
-            w, h = (im.tag_v2[256], im.tag_v2[257]) if im.format == "TIFF" else im.size
-            if exif_orientation(im) >= 5:
-                w, h = h, w
+            h, w = decoded_size(im)  # as read_image returns it
             if im.format == "PNG":
                 im.verify()  # walks the chunks' CRCs without decoding: finds truncated or damaged files
     except FileNotFoundError:
