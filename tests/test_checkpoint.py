@@ -8,8 +8,8 @@ import torch
 
 from irformers.engine.checkpoint import (
     CheckpointError,
-    load_model,
     load_weights,
+    model_from_file,
     read_metadata,
     save_weights,
 )
@@ -26,7 +26,7 @@ def test_weights_file_rebuilds_its_model(model, tmp_path):
     path = tmp_path / "m.safetensors"
     save_weights(path, model, metadata={"training": {"steps": 3}})
     assert read_metadata(path)["training"] == {"steps": 3}
-    loaded = load_model(path)
+    loaded = model_from_file(path)
     assert loaded.descriptor == model.descriptor and not loaded.training
     x = torch.rand(1, 3, 20, 24)
     with torch.no_grad():
@@ -87,11 +87,11 @@ def test_damaged_and_foreign_files_are_refused(model, tmp_path):
     truncated = tmp_path / "cut.safetensors"
     truncated.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=r"cut\.safetensors: not a readable"):
-        load_model(truncated)
+        model_from_file(truncated)
     bare = tmp_path / "bare.safetensors"
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bare))
     with pytest.raises(CheckpointError, match="no irformers config"):
-        load_model(bare)
+        model_from_file(bare)
     load_weights(build_model("semanir-t-sr-x2"), bare)  # still loadable into a model built by name

@@ -294,6 +294,26 @@ def test_degrade_keeps_going_past_a_16_bit_image(capsys, tmp_path):
     assert "b.png: only 8-bit images" in captured.err
 
 
+def test_degrade_never_writes_over_its_inputs(capsys, tmp_path):
+    """Into its own folder, and a.jpg beside a.png: both refused by name, the originals untouched."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((16, 16, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((16, 16, 3), 128, np.uint8))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main(["degrade", "--task", "denoise", "--sigma", "50", str(tmp_path), str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "wrote 0 of 2" in captured.out
+    assert "a.jpg: output a.png would overwrite an input (choose another output folder)" in captured.err
+    assert "a.png: output a.png would overwrite an input" in captured.err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    out = tmp_path / "out"
+    assert main(["degrade", "--task", "denoise", "--sigma", "50", str(tmp_path), str(out)]) == 1
+    captured = capsys.readouterr()
+    assert (
+        "wrote 1 of 2" in captured.out
+        and "a.png: output a.png would overwrite the output of a.jpg" in captured.err
+    )
+
+
 def test_a_model_the_images_do_not_fit_fails_each_image_by_name(capsys, tmp_path):
     """A gray model on color pairs, and a set whose first image is broken: reported, not a traceback."""
     for sub in ("input", "target"):
@@ -327,4 +347,20 @@ def test_a_16_bit_source_is_refused_by_name_not_misread(capsys, tmp_path):
     argv = ["test", "--model", "identity", "--task", "paired", "--dataset", "Pairs"]
     assert main([*argv, "--data-root", str(tmp_path), "--json"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "input/a.png: uint16 benchmark images are not supported" in err[0]
+    assert len(err) == 1 and "input/a.png: uint16 images are not supported" in err[0]
+
+
+def test_gray_pairs_from_color_files_are_read_as_training_reads_them(capsys, tmp_path):
+    """--gray converts both images of a colour pair, as training does, and a mismatch names both shapes."""
+    rng = np.random.default_rng(0)
+    for sub in ("input", "target"):
+        (tmp_path / "Pairs" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "Pairs" / sub / "a.png"), rng.integers(0, 256, (16, 16, 3), np.uint8))
+    argv = ["test", "--model", "identity", "--task", "paired", "--dataset", "Pairs", "--gray", "--json"]
+    assert main([*argv, "--data-root", str(tmp_path)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["gray"] and 0 < r["psnr"] < 20
+    cv2.imwrite(str(tmp_path / "Pairs" / "input" / "a.png"), np.zeros((16, 12, 3), np.uint8))
+    assert main([*argv, "--data-root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "input/a.png: 12x16, 1 channel(s) does not match its target 16x16, 1 channel(s)" in err

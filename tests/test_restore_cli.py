@@ -134,7 +134,7 @@ def test_ext_suffix_and_globs(tmp_path, weights, capsys):
     assert cv2.imread(str(out / "a.jpg"), cv2.IMREAD_UNCHANGED).dtype == np.uint8  # JPEG holds 8 bits
     argv = ["restore", str(folder / "b.png"), "-o", str(folder), "--model", str(weights)]
     assert main([*argv, "--suffix", ""]) == 1
-    assert "overwrite the input" in capsys.readouterr().err
+    assert "b.png: output b.png would overwrite an input" in capsys.readouterr().err
     assert main(["restore", str(folder / "nothing*.png"), "-o", str(out), "--model", str(weights)]) == 2
 
 
@@ -215,6 +215,54 @@ def test_info_describes_own_and_foreign_files(tmp_path, weights, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["format"].startswith("foreign")
     assert info["elements"] == sum(v.numel() for v in state.values())
+
+
+def test_alpha_is_dropped_with_a_note_where_the_format_has_none(tmp_path, weights, capsys):
+    rgba = np.full((16, 16, 4), 200, np.uint8)
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    out = tmp_path / "out"
+    assert (
+        main(["restore", str(tmp_path / "rgba.png"), "-o", str(out), "--model", str(weights), "--ext", "jpg"])
+        == 0
+    )
+    assert "rgba.png: .jpg has no alpha channel; written without it" in capsys.readouterr().err
+    assert cv2.imread(str(out / "rgba_x2.jpg"), cv2.IMREAD_UNCHANGED).shape == (32, 32, 3)
+
+
+def test_a_nan_output_is_reported_by_file_name(tmp_path, capsys):
+    model = build_model(TINY_SR)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))  # as an fp16 overflow would leave it
+    save_weights(tmp_path / "nan.safetensors", model)
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    argv = [
+        "restore",
+        str(tmp_path / "a.png"),
+        "-o",
+        str(tmp_path / "o"),
+        "--model",
+        str(tmp_path / "nan.safetensors"),
+    ]
+    assert main(argv) == 1
+    assert _one_error_line(capsys).endswith("a.png: pixels contain NaN")
+
+
+def test_info_on_damaged_metadata_is_one_clear_error(tmp_path, weights, capsys):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(weights))
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    for name, meta, problem in [
+        ("json.safetensors", "{not json", "metadata is not valid JSON"),
+        ("arch.safetensors", '{"config": {"arch": "nope"}}', "metadata config does not build a model"),
+        ("keys.safetensors", '{"config": {"arch": "semanir", "no_such_key": 1}}', "does not build a model"),
+    ]:
+        save_file(tensors, str(tmp_path / name), metadata={"irformers": meta})
+        for command in (["info"], ["restore", str(image), "-o", str(tmp_path / "o"), "--model"]):
+            assert main([*command, str(tmp_path / name)]) == 2
+            line = _one_error_line(capsys)
+            assert f"{name}: its " in line and problem in line
 
 
 def test_saved_outputs_keep_every_level(tmp_path, capsys):

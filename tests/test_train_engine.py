@@ -15,7 +15,7 @@ import torch
 
 from irformers.cli import main
 from irformers.data.io import TEMP_GLOB, write_image
-from irformers.engine.checkpoint import load_model, load_training_state, read_metadata
+from irformers.engine.checkpoint import load_training_state, model_from_file, read_metadata
 from irformers.engine.config import config_from_dict
 from irformers.engine.trainer import EMA, Trainer, build_model_from_config, enable_grad_checkpointing
 
@@ -107,7 +107,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     recipe = meta["training"]["recipe"]  # the file says how it was trained, without the run's config
     assert recipe["run"] == "whole" and recipe["degrade"] == {"task": "sr", "scale": 2}
     assert recipe["patches"] == [[0, 16, 2]] and (recipe["lr"], recipe["loss"]) == (1e-3, "l1")
-    model = load_model(weights)
+    model = model_from_file(weights)
     assert all(torch.equal(v, whole["ema"][k]) for k, v in model.state_dict().items())
 
 
@@ -199,7 +199,7 @@ def test_sigkill_during_training_leaves_a_loadable_checkpoint(tmp_path):
         proc.wait()
     state = load_training_state(run / "train_state.pt")
     assert state["step"] >= 7
-    model = load_model(run / "model.safetensors")
+    model = model_from_file(run / "model.safetensors")
     assert read_metadata(run / "model.safetensors")["training"]["steps"] in (state["step"] - 1, state["step"])
     assert model.descriptor.scale == 2
     # and the run resumes from it; a write the kill interrupted leaves a temporary file, cleaned up

@@ -196,6 +196,25 @@ def _output_path(path: Path, args: argparse.Namespace, suffix: str) -> Path:
     return Path(args.output) / f"{path.stem}{suffix}{ext}"
 
 
+def _claim_output(path: Path, out: Path, claimed: dict[Path, str], fix: str) -> None:
+    """Refuse an output that would replace an input or an output written earlier in the same batch.
+
+    `claimed` starts as every input's resolved path -> "an input" and records each output it allows.
+    """
+    from irformers.data.io import ImageError
+
+    key = out.resolve()
+    if claimed.get(key) == "an input":
+        raise ImageError(f"{path}: output {out.name} would overwrite an input ({fix})")
+    if key in claimed:
+        raise ImageError(f"{path}: output {out.name} would overwrite {claimed[key]}")
+    claimed[key] = f"the output of {path.name}"
+
+
+def _inputs_claimed(paths: Sequence[Path]) -> dict[Path, str]:
+    return {p.resolve(): "an input" for p in paths}
+
+
 def _quantised(pixels: np.ndarray | None, bit_depth: int) -> np.ndarray | None:
     """``to_uint`` in row blocks: writing a large image then needs no full-size float temporaries."""
     from irformers.data.io import to_uint
@@ -210,18 +229,24 @@ def _quantised(pixels: np.ndarray | None, bit_depth: int) -> np.ndarray | None:
 
 def _restore_one(path: Path, out: Path, restorer, scale: int) -> None:
     """Restore one file: pixels through the model, alpha aside (bicubic for SR), bit depth kept."""
-    from irformers.data.io import read_image, write_image
+    from irformers.data.io import ALPHA_FORMATS, read_image, write_image
     from irformers.data.resize import imresize
 
     img = read_image(path)
     depth = img.bit_depth if out.suffix in (".png", ".tif", ".tiff") else 8
-    alpha = img.alpha if img.alpha is None or scale == 1 else imresize(img.alpha, scale)
+    alpha = img.alpha
+    if alpha is not None and out.suffix not in ALPHA_FORMATS:
+        print(f"note: {path}: {out.suffix} has no alpha channel; written without it", file=sys.stderr)
+        alpha = None
+    if alpha is not None and scale > 1:
+        alpha = imresize(alpha, scale)
     try:
         pixels = restorer(img.pixels)
-    except ValueError as err:
+        del img  # the float input is no longer needed while the output is written
+        pixels, alpha = _quantised(pixels, depth), _quantised(alpha, depth)
+    except ValueError as err:  # the model's own errors, and NaN outputs (fp16 overflow)
         raise ValueError(f"{path}: {err}") from None
-    del img  # the float input is no longer needed while the output is written
-    write_image(out, _quantised(pixels, depth), bit_depth=depth, alpha=_quantised(alpha, depth))
+    write_image(out, pixels, bit_depth=depth, alpha=alpha)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -240,17 +265,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError(f"--task {args.task}: {args.model} is a {desc.task} model")
     suffix = f"_x{desc.scale}" if desc.scale > 1 else f"_{desc.task}"
     suffix = suffix if args.suffix is None else args.suffix
-    failures, written, claimed = [], 0, {}
+    failures, written, claimed = [], 0, _inputs_claimed(paths)
     for path in _progress(len(paths) > 1 and sys.stderr.isatty(), "images")(paths):
         out = _output_path(path, args, suffix)
         try:
-            if out.resolve() == path.resolve():
-                raise ImageError(
-                    f"{path}: the output would overwrite the input (use -o elsewhere or --suffix)"
-                )
-            if out in claimed:
-                raise ImageError(f"{path}: output {out.name} is already written for {claimed[out]}")
-            claimed[out] = path
+            _claim_output(path, out, claimed, "use -o elsewhere or --suffix")
             _restore_one(path, out, restorer, desc.scale)
             written += 1
         except (ImageError, ValueError) as err:
@@ -351,10 +370,12 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     images = list_images(indir)
     if not images:
         raise UsageError(f"{indir}: no images in the input folder")
-    failures = []
+    failures, claimed = [], _inputs_claimed(images)
     for path in images:
         try:
-            write_image(outdir / f"{path.stem}.png", _degrade_one(path, args))
+            out = outdir / f"{path.stem}.png"
+            _claim_output(path, out, claimed, "choose another output folder")
+            write_image(out, _degrade_one(path, args))
         except (ImageError, ValueError) as err:
             failures.append(str(err))
     print(f"wrote {len(images) - len(failures)} of {len(images)} images to {outdir}")

@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from irformers import metrics
 from irformers.data import degrade
 from irformers.data.datasets import Dataset, DatasetError, Sample, resolve_data_root
-from irformers.data.io import ImageError, InputError, read_array, to_uint, write_image
+from irformers.data.io import ImageError, InputError, to_uint, write_image
 from irformers.data.resize import imresize, modcrop
 from irformers.engine.config import TASKS
 
@@ -70,35 +69,21 @@ def _as_hwc(img: np.ndarray) -> np.ndarray:
     return img[..., None] if img.ndim == 2 else img
 
 
+def _shape(img: np.ndarray) -> str:
+    return f"{img.shape[1]}x{img.shape[0]}, {img.shape[2]} channel(s)"
+
+
 def _to_float(img: np.ndarray) -> np.ndarray:
     return _as_hwc(img).astype(np.float32) / 255.0
 
 
-def _read_target(path: Path, deg: Degradation) -> np.ndarray:
-    if not deg.gray:
-        img = read_array(path, "rgb")
-    else:
-        img = read_array(path, "unchanged")
-        if img.ndim == 3 and img.dtype == np.uint8:
-            # Gray JPEG follows the BT.601 Y convention; gray denoising of a color file follows the usual
-            # OpenCV grayscale conversion that KAIR/DnCNN evaluations use.
-            img = degrade.rgb_to_gray_y(img) if deg.task == "jpeg" else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    return _checked_8bit(path, img)
-
-
-def _checked_8bit(path: Path, img: np.ndarray) -> np.ndarray:
-    if img.dtype != np.uint8:
-        raise ImageError(f"{path}: {img.dtype} benchmark images are not supported (8-bit only)")
-    return _as_hwc(img)
-
-
 def prepare(sample: Sample, deg: Degradation) -> tuple[np.ndarray, np.ndarray]:
     """The model input (float32 H x W x C) and the uint8 ground truth for one test image."""
-    target = _read_target(sample.target, deg)
+    target = degrade.read_clean(sample.target, deg.gray, deg.task)
     if deg.task == "sr":
         target = modcrop(target, deg.scale)
         if sample.source is not None:
-            lr = _checked_8bit(sample.source, read_array(sample.source, "gray" if deg.gray else "rgb"))
+            lr = degrade.read_clean(sample.source, deg.gray, deg.task)
             expected = (target.shape[0] // deg.scale, target.shape[1] // deg.scale)
             if lr.shape[:2] != expected:
                 raise ImageError(
@@ -119,14 +104,9 @@ def prepare(sample: Sample, deg: Degradation) -> tuple[np.ndarray, np.ndarray]:
         return _as_hwc(degrade.bayer_mosaic(_to_float(target))), target
     if sample.source is None:
         raise DatasetError(f"{sample.target}: paired task needs a NAME/input + NAME/target dataset")
-    source = _to_float(
-        _checked_8bit(sample.source, read_array(sample.source, "unchanged" if deg.gray else "rgb"))
-    )
+    source = _to_float(degrade.read_clean(sample.source, deg.gray, deg.task))
     if source.shape != target.shape:
-        raise ImageError(
-            f"{sample.source}: size {source.shape[1]}x{source.shape[0]} does not match its "
-            f"target {target.shape[1]}x{target.shape[0]}"
-        )
+        raise ImageError(f"{sample.source}: {_shape(source)} does not match its target {_shape(target)}")
     return source, target
 
 

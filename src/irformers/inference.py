@@ -25,12 +25,13 @@ from torch import nn
 from irformers.data.io import InputError
 from irformers.engine.checkpoint import (
     CheckpointError,
+    build_from_metadata,
     convert_state_dict,
     load_weights,
+    model_from_file,
     read_metadata,
     read_state_dict,
 )
-from irformers.engine.checkpoint import load_model as load_weights_file
 from irformers.models import PRESETS, build_model
 from irformers.models.presets import bundled_weights
 
@@ -68,14 +69,14 @@ def load_model(
                     f"{path}: foreign weights (no irformers config inside); pass --arch PRESET to say "
                     f"which network they belong to"
                 )
-            model = load_weights_file(path)
+            model = model_from_file(path)
         else:
             model = load_weights(build_model(arch), path)
             model.metadata = {"preset": arch, "source": str(path)}
     elif str(spec) in PRESETS:
         weights = bundled_weights(str(spec))
         if weights is not None:
-            model = load_weights_file(weights)
+            model = model_from_file(weights)
         elif allow_random_init:
             model = build_model(str(spec))
             model.random_init = True
@@ -114,7 +115,7 @@ def describe_checkpoint(path: str | Path) -> dict:
         info["elements"] = sum(v.numel() for v in state.values())
         return info
     with torch.device("meta"):
-        model = build_model(meta["config"])
+        model = build_from_metadata(meta, path)
     convert_state_dict(state, model, source=path)  # raises when the file does not fit its own config
     desc = model.descriptor
     info.update(

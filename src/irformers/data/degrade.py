@@ -4,9 +4,12 @@ Every random degradation is reproducible from a seed and never touches numpy's g
 so evaluation inputs are identical across methods and runs.
 """
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
+from irformers.data.io import ImageError, read_array
 from irformers.data.resize import imresize, modcrop
 from irformers.metrics import rgb_to_y
 
@@ -50,6 +53,23 @@ def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
         raise RuntimeError("OpenCV failed to encode the image as JPEG")
     out = cv2.imdecode(buf, cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
     return np.ascontiguousarray(out[..., ::-1]) if color else out
+
+
+def read_clean(path: str | Path, gray: bool, task: str) -> np.ndarray:
+    """A uint8 H x W x C image read as the conventions read clean images, for tests and training alike.
+
+    Gray tasks take a colour file's BT.601 Y for JPEG and OpenCV's gray conversion otherwise (what the
+    KAIR/DnCNN denoising evaluations use). 16-bit files are refused: the conventions are 8-bit.
+    """
+    if not gray:
+        img = read_array(path, "rgb")
+    else:
+        img = read_array(path, "unchanged")
+        if img.ndim == 3 and img.dtype == np.uint8:
+            img = rgb_to_gray_y(img) if task == "jpeg" else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if img.dtype != np.uint8:
+        raise ImageError(f"{path}: {img.dtype} images are not supported (8-bit only)")
+    return img[..., None] if img.ndim == 2 else img
 
 
 def rgb_to_gray_y(img: np.ndarray) -> np.ndarray:

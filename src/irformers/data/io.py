@@ -29,7 +29,7 @@ _SIGNATURES = {
 # Highest bit depth each writable extension can hold, and which of them store alpha (a 32-bit BMP's
 # fourth byte is "reserved" and readers disagree on it, so BMP does not count).
 _MAX_DEPTH = {".png": 16, ".tif": 16, ".tiff": 16, ".bmp": 8, ".jpg": 8, ".jpeg": 8, ".webp": 8}
-_HAS_ALPHA = {".png", ".tif", ".tiff", ".webp"}
+ALPHA_FORMATS = {".png", ".tif", ".tiff", ".webp"}
 _PEAK = {8: 255, 16: 65535}
 _DTYPE = {8: np.uint8, 16: np.uint16}
 # EXIF orientation -> the transform a viewer applies (same as PIL.ImageOps.exif_transpose).
@@ -151,9 +151,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())  # on disk before it replaces the old file (a power cut keeps one)
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries, so that a rename into it survives a power cut (POSIX; best effort where
+    the file system cannot sync folders)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -192,7 +206,7 @@ def write_image(
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
         raise _error(path, f"pixels must be H x W, H x W x 1 or H x W x 3, not {pixels.shape}")
     if alpha is not None:
-        if ext not in _HAS_ALPHA:
+        if ext not in ALPHA_FORMATS:
             raise _error(path, f"{ext} cannot store alpha")
         a = _quantise(path, alpha, bit_depth, "alpha")
         if a.shape != img.shape[:2]:

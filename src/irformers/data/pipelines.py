@@ -17,14 +17,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 
 from irformers.data import degrade
 from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset, list_images
-from irformers.data.io import ImageError, decoded_size, error_line, read_array
+from irformers.data.io import ImageError, decoded_size, error_line
 from irformers.data.resize import imresize
 from irformers.engine.config import DataConfig, DegradeConfig, StageConfig, source_degrade, stages
 
@@ -158,19 +157,6 @@ def find_items(data: DataConfig) -> tuple[list[TrainItem], list[int]]:
 # --------------------------------------------------------------------------- one patch
 
 
-def read_clean(path: Path, deg: DegradeConfig) -> np.ndarray:
-    """uint8 H x W x C as the test conventions read targets (gray: JPEG -> BT.601 Y, else OpenCV gray)."""
-    if deg.gray:
-        img = read_array(path, "unchanged")
-        if img.ndim == 3 and img.dtype == np.uint8:
-            img = degrade.rgb_to_gray_y(img) if deg.task == "jpeg" else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    else:
-        img = read_array(path, "rgb")
-    if img.dtype != np.uint8:
-        raise ImageError(f"{path}: {img.dtype} images are not supported for training (8-bit only)")
-    return img[..., None] if img.ndim == 2 else img
-
-
 def _dihedral(img: np.ndarray, k: int) -> np.ndarray:
     """One of the 8 flips/rotations (k in 0..7); k = 0 is the identity."""
     img = np.rot90(img, k % 4)
@@ -245,8 +231,8 @@ class PatchDataset(torch.utils.data.Dataset):
     @staticmethod
     def _load(item: TrainItem) -> tuple[np.ndarray, np.ndarray | None]:
         deg = item.degrade
-        target = read_clean(item.target, deg)
-        source = None if item.source is None else read_clean(item.source, deg)
+        target = degrade.read_clean(item.target, deg.gray, deg.task)
+        source = None if item.source is None else degrade.read_clean(item.source, deg.gray, deg.task)
         if deg.task == "sr":
             s = deg.scale
             target = target[: target.shape[0] - target.shape[0] % s, : target.shape[1] - target.shape[1] % s]

@@ -1,7 +1,7 @@
 """Weights files: self-describing `.safetensors`, safe loading, and one converter for foreign files.
 
 A weights file holds the model's state dict and, in its metadata, the config that rebuilds the model
-(plus task, scale and whatever summary the writer adds), so `load_model(path)` needs nothing else.
+(plus task, scale and whatever summary the writer adds), so `model_from_file(path)` needs nothing else.
 Nothing here unpickles arbitrary objects: `.safetensors` holds tensors only, and `.pth`/`.pt` files are
 read with `torch.load(weights_only=True)`, which refuses pickles that would run code.
 """
@@ -59,7 +59,25 @@ def read_metadata(path: str | Path) -> dict:
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({error_line(err)})") from None
-    return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+    if METADATA_KEY not in meta:
+        return {}
+    try:
+        info = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: its irformers metadata is not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: its irformers metadata is not a JSON object")
+    return info
+
+
+def build_from_metadata(info: dict, path: str | Path) -> nn.Module:
+    """The network a file's metadata describes; a config this version cannot build is the file's error."""
+    from irformers.models import build_model
+
+    try:
+        return build_model(info["config"])
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{path}: its metadata config does not build a model ({err})") from None
 
 
 def training_stages(summary: dict | None) -> list[dict]:
@@ -151,9 +169,8 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.
     return model
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def model_from_file(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild and load a model from a self-describing irformers `.safetensors` file, in eval mode."""
-    from irformers.models import build_model
 
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
@@ -164,7 +181,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
             f"{path}: no irformers config in its metadata; build the model by preset name "
             f"and load the file into it (foreign weights)"
         )
-    model = build_model(info["config"])
+    model = build_from_metadata(info, path)
     load_weights(model, path)
     model.metadata = info
     return model.to(device).eval()

@@ -73,10 +73,6 @@ class KeySemanticDictionary:
     def k(self) -> int:
         return self.index.shape[-1]
 
-    @property
-    def n(self) -> int:
-        return self.index.shape[-2]
-
     def allowed(self) -> torch.Tensor:
         """`(B * nW, 1, N, N)` bool: True where key j is in query i's dictionary."""
         if self._allowed is None:
