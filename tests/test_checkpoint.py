@@ -11,6 +11,7 @@ from irformers.engine.checkpoint import (
     load_weights,
     model_from_file,
     read_metadata,
+    read_state_dict,
     save_weights,
 )
 from irformers.models import build_model
@@ -76,9 +77,21 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
         pickle.dump({"params": _RunsCode()}, f)
     calls = []
     monkeypatch.setattr(os, "system", lambda cmd: calls.append(cmd))
-    with pytest.raises(CheckpointError, match=r"evil\.pth: refused"):
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refused") as info:
         load_weights(build_model("semanir-t-sr-x2"), path)
-    assert calls == []
+    assert calls == [] and "\n" not in str(info.value) and "\x1b" not in str(info.value)  # not torch's page
+
+
+def test_files_that_are_not_weights_say_so(tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"not weights")
+    with pytest.raises(CheckpointError, match=r"photo\.png: not a weights file \(expected \.safetensors"):
+        read_state_dict(image)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not weights either")
+    with pytest.raises(CheckpointError, match=r"junk\.pth: (refused|damaged)") as info:
+        read_state_dict(junk)
+    assert "\n" not in str(info.value)
 
 
 def test_damaged_and_foreign_files_are_refused(model, tmp_path):

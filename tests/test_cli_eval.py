@@ -364,3 +364,26 @@ def test_gray_pairs_from_color_files_are_read_as_training_reads_them(capsys, tmp
     assert main([*argv, "--data-root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "input/a.png: 12x16, 1 channel(s) does not match its target 16x16, 1 channel(s)" in err
+
+
+def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_root):
+    for argv, problem in [
+        (["--task", "jpeg", "--quality", "200", "--dataset", "Classic5"], "JPEG qualities are 1-100"),
+        (["--task", "denoise", "--sigma", "-5", "--dataset", "Set12"], "noise levels are 0-255"),
+        (["--task", "demosaic", "--gray", "--dataset", "McMaster"], "demosaicking needs color images"),
+        (["--task", "sr", "--scale", "1", "--dataset", "Set5"], "needs --scale 2 or more"),
+        (["--task", "paired", "--dataset", "Set5"], "--task paired needs NAME/input/ + NAME/target/"),
+        (
+            ["--task", "denoise", "--sigma", "25", "--dataset", "Rain100L_samples"],
+            "evaluated with --task paired",
+        ),
+    ]:
+        model = "bicubic" if "sr" in argv else "identity"
+        assert main(["test", "--model", model, *argv, "--data-root", str(data_root)]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert problem in err and "\n" not in err and "Traceback" not in err, (argv, err)
+    assert (
+        main(["degrade", "--task", "jpeg", "--quality", "500", str(data_root / "Set5" / "HR"), "/nowhere"])
+        == 2
+    )
+    assert "JPEG qualities are 1-100" in capsys.readouterr().err

@@ -298,3 +298,19 @@ def test_compiled_restorer_matches_eager():
         compiled(img), Restorer(model, tile=32, overlap=16, device="cpu")(img), atol=1e-4
     )
     assert psnr(np.clip(compiled(img), 0, 1), np.clip(eager, 0, 1)) >= 40
+
+
+def test_reports_tell_run_folders_apart(tmp_path):
+    from irformers.engine.checkpoint import save_weights
+    from irformers.inference import model_label
+
+    model = build_model("semanir-t-sr-x2")
+    for run in ("a", "b"):
+        save_weights(tmp_path / run / "model.safetensors", model)
+    save_weights(tmp_path / "mine.safetensors", model)
+    labels = [
+        model_label(model, tmp_path / p)
+        for p in ("a/model.safetensors", "b/model.safetensors", "mine.safetensors")
+    ]
+    assert labels == ["a/model.safetensors", "b/model.safetensors", "mine.safetensors"]
+    assert model_label(model, "semanir-t-sr-x2") == "semanir-t-sr-x2"

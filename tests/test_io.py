@@ -300,7 +300,7 @@ def _truncated(tmp_path, name: str) -> None:
     [
         ("missing.png", lambda p: None, "no such file"),
         ("empty.png", lambda p: p.write_bytes(b""), "empty file"),
-        ("text.png", lambda p: p.write_text("hello\nworld\n"), "not an image file"),
+        ("text.png", lambda p: p.write_text("hello\nworld\n"), "not an image in a supported format"),
         ("folder.png", lambda p: p.mkdir(), "is a directory"),
         ("cut.png", lambda p: _truncated(p.parent, p.name), "truncated or corrupt"),
         ("cut.jpg", lambda p: _truncated(p.parent, p.name), "truncated or corrupt"),

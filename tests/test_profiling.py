@@ -84,6 +84,8 @@ def test_bench_cli_table_and_errors(capsys):
         ("--backend=foo", "--backend foo"),
         ("--repeat=0", "--repeat 0"),
         ("--size=-4", "--size -4"),
+        ("--k=0", "--k 0"),
+        *([] if torch.cuda.is_available() else [("--precision=fp16", "fp16 needs a CUDA device")]),
     ):
         assert main(["bench", "semanir-t-sr-x2", bad]) == 2
         assert said in capsys.readouterr().err.strip().splitlines()[-1]

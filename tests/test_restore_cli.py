@@ -299,3 +299,17 @@ def test_evaluate_a_weights_file_tiled_and_untiled(tmp_path, weights, capsys, da
     assert abs(tiled["psnr"] - whole["psnr"]) < 0.05
     assert main([*base, "--scale", "2,4"]) == 2
     assert "x2 model" in _one_error_line(capsys)
+
+
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+    import irformers.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for command, argv in (("cmd_info", ["info", "x"]), ("cmd_train", ["train", "x.yaml"])):
+        monkeypatch.setattr(cli, command, interrupted)
+        assert main(argv) == 130
+        line = _one_error_line(capsys)
+        assert "interrupted; every file written so far is complete" in line
+        assert ("resume" in line) == (command == "cmd_train")

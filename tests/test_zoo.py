@@ -99,3 +99,9 @@ def test_demo_restores_the_bundled_sample(demo, tmp_path, capsys):
     out = read_array(tmp_path / f"{demo}-output.png", "unchanged")
     assert side.shape[1] == 3 * out.shape[1] + 8 and side.shape[0] == out.shape[0] == 256
     assert np.isfinite(out).all()
+
+
+def test_demo_into_a_file_is_one_usage_error(tmp_path, capsys):
+    (tmp_path / "file").write_bytes(b"")
+    assert main(["demo", "--out", str(tmp_path / "file"), "--only", DEMOS[0][0]]) == 2
+    assert "--out must be a folder" in capsys.readouterr().err

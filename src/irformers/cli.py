@@ -1,4 +1,5 @@
-"""The ``irformers`` command line. Exit status: 0 success, 2 bad usage, 1 when any input failed."""
+"""The ``irformers`` command line. Exit status: 0 success, 2 bad usage, 1 when any input failed, 130 when
+interrupted (Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, list_images
 
-BAD_USAGE, INPUT_FAILED = 2, 1
+BAD_USAGE, INPUT_FAILED, INTERRUPTED = 2, 1, 130  # 130: the shell's status for Ctrl-C
 
 
 class UsageError(Exception):
@@ -229,11 +230,11 @@ def _quantised(pixels: np.ndarray | None, bit_depth: int) -> np.ndarray | None:
 
 def _restore_one(path: Path, out: Path, restorer, scale: int) -> None:
     """Restore one file: pixels through the model, alpha aside (bicubic for SR), bit depth kept."""
-    from irformers.data.io import ALPHA_FORMATS, read_image, write_image
+    from irformers.data.io import ALPHA_FORMATS, MAX_BIT_DEPTH, read_image, write_image
     from irformers.data.resize import imresize
 
     img = read_image(path)
-    depth = img.bit_depth if out.suffix in (".png", ".tif", ".tiff") else 8
+    depth = min(img.bit_depth, MAX_BIT_DEPTH.get(out.suffix, 8))
     alpha = img.alpha
     if alpha is not None and out.suffix not in ALPHA_FORMATS:
         print(f"note: {path}: {out.suffix} has no alpha channel; written without it", file=sys.stderr)
@@ -252,9 +253,11 @@ def _restore_one(path: Path, out: Path, restorer, scale: int) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     import torch
 
-    from irformers.data.io import ImageError
+    from irformers.data.io import MAX_BIT_DEPTH, ImageError
     from irformers.inference import model_label
 
+    if args.ext is not None and "." + args.ext.lower().lstrip(".") not in MAX_BIT_DEPTH:
+        raise UsageError(f"--ext {args.ext}: choose from {', '.join(e[1:] for e in MAX_BIT_DEPTH)}")
     paths = _expand_inputs(args.inputs)
     _check_output_folder(Path(args.output), "-o")
     model, restorer = _load_model(args)
@@ -339,12 +342,12 @@ def _training_lines(summary: dict) -> list[str]:
 
 def _degrade_one(img_path: Path, args: argparse.Namespace) -> np.ndarray:
     from irformers.data import degrade
-    from irformers.data.io import read_array
+    from irformers.data.io import ImageError, read_array
 
     gray = args.gray
     img = read_array(img_path, "unchanged" if gray else "rgb")
     if img.dtype != np.uint8:
-        raise ValueError(f"{img_path}: only 8-bit images can be degraded by the conventions")
+        raise ImageError(f"{img_path}: only 8-bit images can be degraded by the conventions")
     if gray and img.ndim == 3:
         img = degrade.rgb_to_gray_y(img)
     if args.task == "sr":
@@ -359,10 +362,12 @@ def _degrade_one(img_path: Path, args: argparse.Namespace) -> np.ndarray:
 
 def cmd_degrade(args: argparse.Namespace) -> int:
     from irformers.data.io import ImageError, write_image
+    from irformers.evaluate import Degradation
 
-    needs = {"sr": "scale", "denoise": "sigma", "jpeg": "quality"}.get(args.task)
-    if needs and getattr(args, needs) is None:
-        raise UsageError(f"--task {args.task} needs --{needs}")
+    try:  # the checks `test` applies to the same options
+        Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=args.gray)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     indir, outdir = Path(args.indir), Path(args.outdir)
     if not indir.is_dir():
         raise UsageError(f"{indir}: input folder does not exist")
@@ -376,8 +381,10 @@ def cmd_degrade(args: argparse.Namespace) -> int:
             out = outdir / f"{path.stem}.png"
             _claim_output(path, out, claimed, "choose another output folder")
             write_image(out, _degrade_one(path, args))
-        except (ImageError, ValueError) as err:
+        except ImageError as err:  # names its file
             failures.append(str(err))
+        except ValueError as err:
+            failures.append(f"{path}: {err}")
     print(f"wrote {len(images) - len(failures)} of {len(images)} images to {outdir}")
     for message in failures:
         print(f"failed: {message}", file=sys.stderr)
@@ -480,6 +487,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     unknown = [n for n in args.only or () if n not in known]
     if unknown:
         raise UsageError(f"--only {unknown[0]}: unknown demo (choose from {', '.join(known)})")
+    _check_output_folder(Path(args.out), "--out")
     try:
         rows = run_demo(args.out, device=args.device, names=tuple(args.only or ()))
     except (CheckpointError, ValueError) as err:
@@ -560,6 +568,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(f"--device: {err}") from err
     dtype = DTYPES[args.precision]
+    if dtype == torch.float16 and device.type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+    ks = _numbers(args.k, int)
+    if any(k is not None and k < 1 for k in ks):
+        raise UsageError(f"--k {args.k}: every k must be at least 1")
     rows = []
     for spec in args.models:
         try:
@@ -568,7 +581,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(str(err)) from err
         desc = model.descriptor
         shape = (args.batch, desc.in_channels, args.size, args.size)
-        for k in _numbers(args.k, int) if desc.supports_k else [None]:
+        for k in ks if desc.supports_k else [None]:  # --k applies to the SemanIR models of the list
             runtime = {"k": k} if k else {}
             if args.backend and desc.supports_k:
                 runtime["backend"] = args.backend
@@ -703,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pred", help="an image or a folder (matched to GT by file name)")
     p.add_argument("gt", help="an image or a folder")
     p.add_argument("--crop", type=int, default=0, help="pixels shaved from every border")
-    p.add_argument("--y", action="store_true", help="score on BT.601 Y (RGB inputs)")
+    p.add_argument("--y", action="store_true", help="score on BT.601 Y (RGB inputs; gray ones as they are)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)
 
@@ -755,6 +768,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DatasetError) as err:
         print(f"irformers {args.command}: {err}", file=sys.stderr)
         return BAD_USAGE
+    except KeyboardInterrupt:
+        hint = "; rerun the command to resume from the last checkpoint" if args.command == "train" else ""
+        print(
+            f"irformers {args.command}: interrupted; every file written so far is complete{hint}",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ class Degradation:
 
     def __post_init__(self) -> None:
         needs = {
-            "sr": ("scale", self.scale > 1),
             "denoise": ("sigma", self.sigma is not None),
             "jpeg": ("quality", self.quality is not None),
         }
@@ -45,6 +44,14 @@ class Degradation:
             raise ValueError(f"unknown task '{self.task}' (choose from {', '.join(TASKS)})")
         if self.task in needs and not needs[self.task][1]:
             raise ValueError(f"task '{self.task}' needs --{needs[self.task][0]}")
+        if self.task == "sr" and self.scale < 2:
+            raise ValueError("task 'sr' needs --scale 2 or more")
+        if self.sigma is not None and not 0 <= self.sigma <= 255:
+            raise ValueError(f"--sigma {self.sigma:g}: noise levels are 0-255 (on the 8-bit scale)")
+        if self.quality is not None and not 1 <= self.quality <= 100:
+            raise ValueError(f"--quality {self.quality}: JPEG qualities are 1-100")
+        if self.task == "demosaic" and self.gray:
+            raise ValueError("--gray: demosaicking needs color images")
 
     @property
     def label(self) -> str:
@@ -178,6 +185,12 @@ def evaluate(
     progress: Callable[[Iterable], Iterable] = iter,
 ) -> dict:
     """Score ``restorer`` on every image of ``dataset``; a broken image is reported, not fatal."""
+    if (dataset.layout == "paired") != (deg.task == "paired"):
+        raise DatasetError(
+            f"{dataset.root}: a paired set (input/ + target/) is evaluated with --task paired, and only it"
+            if dataset.layout == "paired"
+            else f"{dataset.root}: --task paired needs NAME/input/ + NAME/target/ images"
+        )
     start = time.perf_counter()
     per_image, failed = [], []
     for sample in progress(dataset.samples):

@@ -24,6 +24,8 @@ from torch import nn
 
 from irformers.data.io import InputError
 from irformers.engine.checkpoint import (
+    WEIGHTS_FILE,
+    WEIGHTS_SUFFIXES,
     CheckpointError,
     build_from_metadata,
     convert_state_dict,
@@ -38,7 +40,6 @@ from irformers.models.presets import bundled_weights
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the explicit precisions
 CPU_MEMORY_MB = 1024  # activation budget for --tile auto on CPU; on CUDA half the free memory
-WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,6 +64,8 @@ def load_model(
     if arch is not None and arch not in PRESETS:
         raise CheckpointError(f"--arch {arch}: unknown preset (see `irformers models`)")
     if path.is_file():
+        if path.suffix.lower() not in WEIGHTS_SUFFIXES:
+            raise CheckpointError(f"{path}: not a weights file (expected {', '.join(WEIGHTS_SUFFIXES)})")
         if arch is None:
             if path.suffix != ".safetensors" or "config" not in read_metadata(path):
                 raise CheckpointError(
@@ -134,7 +137,10 @@ def describe_checkpoint(path: str | Path) -> dict:
 
 def model_label(model: nn.Module, spec: str | Path) -> str:
     """How reports name a model: the preset or file, flagged when its weights are random."""
-    name = Path(spec).name if Path(spec).is_file() else str(spec)
+    path = Path(spec)
+    name = str(spec)
+    if path.is_file():  # every run folder's weights have one name: the folder tells runs apart
+        name = f"{path.parent.name}/{path.name}" if path.name == WEIGHTS_FILE else path.name
     return f"{name} (random init)" if getattr(model, "random_init", False) else name
 
 

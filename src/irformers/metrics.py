@@ -53,7 +53,7 @@ def _prepare(pred: np.ndarray, gt: np.ndarray, crop: int, y: bool) -> tuple[np.n
         raise ValueError(f"expected an H x W or H x W x C image, got shape {pred.shape}")
     peak = _peak(pred)
     pred, gt = crop_border(pred, crop), crop_border(gt, crop)
-    if y:
+    if y and pred.ndim == 3 and pred.shape[2] == 3:  # a gray image is its own luma (as BasicSR scores it)
         pred, gt = rgb_to_y(pred), rgb_to_y(gt)
     pred, gt = pred.astype(np.float64), gt.astype(np.float64)
     if pred.ndim == 2:
@@ -68,7 +68,7 @@ def _psnr_from_mse(mse: float, peak: float) -> float:
 def psnr(pred: np.ndarray, gt: np.ndarray, crop: int = 0, y: bool = False) -> float:
     """PSNR in dB over all pixels and channels; identical images give `math.inf`.
 
-    `y=True` measures the luma of RGB inputs (SR and deraining tables).
+    `y=True` measures the luma of RGB inputs (SR and deraining tables); gray inputs are scored as they are.
     """
     pred, gt, peak = _prepare(pred, gt, crop, y)
     return _psnr_from_mse(float(np.mean((pred - gt) ** 2)), peak)

@@ -28,7 +28,7 @@ _SIGNATURES = {
 }
 # Highest bit depth each writable extension can hold, and which of them store alpha (a 32-bit BMP's
 # fourth byte is "reserved" and readers disagree on it, so BMP does not count).
-_MAX_DEPTH = {".png": 16, ".tif": 16, ".tiff": 16, ".bmp": 8, ".jpg": 8, ".jpeg": 8, ".webp": 8}
+MAX_BIT_DEPTH = {".png": 16, ".tif": 16, ".tiff": 16, ".bmp": 8, ".jpg": 8, ".jpeg": 8, ".webp": 8}
 ALPHA_FORMATS = {".png", ".tif", ".tiff", ".webp"}
 _PEAK = {8: 255, 16: 65535}
 _DTYPE = {8: np.uint8, 16: np.uint16}
@@ -192,11 +192,11 @@ def write_image(
     """
     path = Path(path)
     ext = path.suffix.lower()
-    if ext not in _MAX_DEPTH:
-        raise _error(path, f"unsupported extension {path.suffix!r} (use {', '.join(_MAX_DEPTH)})")
+    if ext not in MAX_BIT_DEPTH:
+        raise _error(path, f"unsupported extension {path.suffix!r} (use {', '.join(MAX_BIT_DEPTH)})")
     if bit_depth not in _PEAK:
         raise _error(path, f"bit_depth must be 8 or 16, not {bit_depth}")
-    if bit_depth > _MAX_DEPTH[ext]:
+    if bit_depth > MAX_BIT_DEPTH[ext]:
         raise _error(path, f"{ext} cannot store {bit_depth}-bit pixels")
     if not 1 <= quality <= 100:
         raise _error(path, f"quality must be in 1..100, not {quality}")
@@ -283,7 +283,7 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise _error(path, "empty file")
     fmt = _sniff(data)
     if fmt is None:
-        raise _error(path, "not an image file (PNG, JPEG, TIFF, BMP or WebP)")
+        raise _error(path, "not an image in a supported format (PNG, JPEG, TIFF, BMP or WebP)")
 
     try:
         with Image.open(BytesIO(data)) as im:

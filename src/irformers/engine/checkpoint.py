@@ -9,6 +9,7 @@ read with `torch.load(weights_only=True)`, which refuses pickles that would run 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from torch import nn
 from irformers.data.io import atomic_write, error_line
 
 METADATA_KEY = "irformers"
+WEIGHTS_FILE = "model.safetensors"  # a training run's weights, in its run folder
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 # Where other toolkits keep the weights inside a checkpoint dict, in order of preference
 # (BasicSR/KAIR: params_ema before params; plain training scripts: state_dict / model).
 NESTED_KEYS = ("params_ema", "params", "state_dict", "model", "net")
@@ -95,6 +98,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    if path.suffix.lower() not in WEIGHTS_SUFFIXES:
+        raise CheckpointError(f"{path}: not a weights file (expected {', '.join(WEIGHTS_SUFFIXES)})")
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -102,11 +107,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: not a readable .safetensors file ({error_line(err)})") from None
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # an UnpicklingError for code-carrying pickles, others for damaged files
+    except pickle.UnpicklingError:  # torch's message is a page of advice; the verdict fits one line
         raise CheckpointError(
-            f"{path}: refused: not a plain weights file, loading it would need to run code or it is "
-            f"damaged ({error_line(err)})"
+            f"{path}: refused: not a plain weights file (loading it would need to run code) or damaged"
         ) from None
+    except Exception as err:  # truncated or not a PyTorch file at all
+        detail = f"{type(err).__name__}: {error_line(err)}"  # torch's own words can be a bare "105"
+        raise CheckpointError(f"{path}: damaged or not a PyTorch weights file ({detail})") from None
     return _unnest(raw, path)
 
 

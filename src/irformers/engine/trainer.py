@@ -39,6 +39,7 @@ from irformers.data.io import TEMP_GLOB
 from irformers.data.pipelines import PatchDataset, find_items, make_loader
 from irformers.engine import distributed
 from irformers.engine.checkpoint import (
+    WEIGHTS_FILE,
     CheckpointError,
     load_training_state,
     read_metadata,
@@ -60,7 +61,6 @@ from irformers.evaluate import Degradation, evaluate
 from irformers.inference import Restorer
 
 STATE_FILE = "train_state.pt"
-WEIGHTS_FILE = "model.safetensors"
 LOG_FILE = "log.jsonl"
 CONFIG_FILE = "config.yaml"
 STATE_VERSION = 1
