@@ -263,6 +263,10 @@ def test_random_k_choices_fit_the_window():
         assert build_model("semanir-t-denoise-gray").k_choices == (64, 128, 192, 256)
         assert build_model("semanir-t-sr-x2", window_size=4).k_choices == (16,)  # fewer than any choice
         assert build_model("semanir-t-sr-x2", train_k="fixed").k_choices == ()
+        # the paper's rule: every choice, clamped to the window's tokens, so a dense window half the time
+        assert build_model("semanir-t-sr-x2", random_k="clamp").k_choices == (64, 128, 192, 256, 256, 256)
+        with pytest.raises(ValueError, match="random_k must be"):
+            build_model("semanir-t-sr-x2", random_k="sometimes")
 
 
 @pytest.mark.parametrize(
@@ -285,18 +289,23 @@ def test_backends_agree_on_whole_models(name, shape):
 
 
 def test_fused_backend_matches_mask(tiny_sr, monkeypatch):
-    """The compiled path in inference (about 20 s on 2 cores when the compiler cache is cold).
-
-    Its backward is compiled separately (another ~15 s); benchmarks/attention.py checks its gradients.
-    """
+    """The compiled path, outputs and input gradients (about 35 s on 2 cores when the compiler cache is
+    cold: the backward compiles separately)."""
     x = torch.rand(1, 3, 32, 32)  # 4 windows of 16 x 16
     with torch.no_grad():
         ref = tiny_sr(x, k=9, backend="mask")
         out = tiny_sr(x, k=9, backend="fused")
-        monkeypatch.setattr(semanir, "FUSED_CHUNK_BYTES", 1)  # one window per chunk
+    grads = {}
+    for backend in ("mask", "fused"):
+        xi = x.clone().requires_grad_()
+        tiny_sr(xi, k=9, backend=backend).square().mean().backward()
+        grads[backend] = xi.grad
+    monkeypatch.setattr(semanir, "FUSED_CHUNK_BYTES", 1)  # one window per chunk
+    with torch.no_grad():
         chunked = tiny_sr(x, k=9, backend="fused")
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(chunked, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grads["fused"], grads["mask"], rtol=0, atol=1e-5)
     assert semanir.fused_available()
 
 

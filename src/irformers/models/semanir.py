@@ -34,8 +34,8 @@ from .layers import (
     window_reverse,
 )
 
-# random-k training draws one per forward pass from those that fit a window (`SemanIR.k_choices`): a k
-# above the window's tokens would only repeat the dense window
+# random-k training draws one per forward pass (`SemanIR.k_choices`); by default from those that fit a
+# window, since a k above the window's tokens only repeats the dense window (`random_k`)
 RANDOM_K_CHOICES = (64, 128, 192, 256, 384, 512)
 BACKENDS = ("auto", "mask", "gather", "fused")
 
@@ -417,6 +417,7 @@ _COMMON = {
     "window_size": 32,
     "k": 512,  # inference default; any k works at run time (model(x, k=...))
     "train_k": "random",  # "random": draw from RANDOM_K_CHOICES per training forward; "fixed": use k
+    "random_k": "fit",  # "fit": the choices that fit a window; "clamp": all six, clamped to it (the paper)
     "mlp_ratio": 2.0,
     "attn_type": "cosine",
     "norm": "post",
@@ -448,8 +449,8 @@ class SemanIR(FramedModel):
     """A frame (columnar or U-shaped) built from SemanIR stages; `model(x, k=None, backend=None)`.
 
     k=None uses `config["k"]`, or in training mode a k drawn from `k_choices`: with `train_k="random"`
-    the `RANDOM_K_CHOICES` that fit a window, else none (one draw per forward pass, shared by all
-    stages).
+    the `RANDOM_K_CHOICES` that fit a window (`random_k="fit"`) or all of them clamped to the window's
+    tokens (`"clamp"`, the paper's rule), else none (one draw per forward pass, shared by all stages).
     """
 
     arch = "semanir"
@@ -463,9 +464,15 @@ class SemanIR(FramedModel):
         if train_k not in ("random", "fixed"):
             raise ValueError(f"semanir config: train_k must be 'random' or 'fixed', got {train_k!r}")
         self.k = int(self.config["k"])
+        draw = self.config["random_k"]
+        if draw not in ("fit", "clamp"):
+            raise ValueError(f"semanir config: random_k must be 'fit' or 'clamp', got {draw!r}")
         tokens = int(self.config["window_size"]) ** 2
-        fitting = tuple(c for c in RANDOM_K_CHOICES if c <= tokens) or (tokens,)
-        self.k_choices = fitting if train_k == "random" else ()
+        if draw == "fit":
+            choices = tuple(c for c in RANDOM_K_CHOICES if c <= tokens) or (tokens,)
+        else:  # a dense window as often as the choices above it
+            choices = tuple(min(c, tokens) for c in RANDOM_K_CHOICES)
+        self.k_choices = choices if train_k == "random" else ()
 
     def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
         cfg = self.config
