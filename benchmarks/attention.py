@@ -3,8 +3,8 @@
 One call = one layer's attention over windows of N tokens (C = 180, 6 heads, as SemanIR-S), with the
 stage's dictionary (and its derived mask / bias rows) built beforehand, as a stage shares them across
 its layers. The batch holds `--tokens` tokens (B' = tokens / N windows). Forward runs in inference mode;
-forward+backward takes the gradient of q, k, v and the bias table. Times are the minimum (and the
-median, in the JSON) over `--repeat` interleaved rounds, after two warm-up calls. Peak memory is the
+forward+backward takes the gradient of q, k, v and the bias table. Times are the median (and the
+minimum, in the JSON) over `--repeat` interleaved rounds, after two warm-up calls. Peak memory is the
 rise of the resident-set high-water mark over one call, measured in a child process whose allocator
 maps every large block (Linux; the timing process keeps the normal allocator, whose reuse of freed
 memory would hide peaks but whose page faults would distort times). Prints a markdown table and writes
@@ -47,7 +47,7 @@ def measure(fns: dict, repeat: int, device: torch.device) -> dict[str, dict]:
     """Per backend: min and median milliseconds over `repeat` rounds (peak MB too on CUDA).
 
     Rounds interleave the backends (A B C A B C ...) so that load from other processes on a shared
-    machine spreads over all of them; the ratios use the minimum, the least disturbed run.
+    machine spreads over all of them; the ratios use the median.
     """
     stats = {}
     for name, fn in fns.items():
@@ -167,8 +167,8 @@ def run_case(n: int, k: int, args, device: torch.device, backends: list[str]) ->
     for mode, fns in case_functions(q, kk, v, table, dictionary, backends).items():
         for name, st in measure(fns, args.repeat, device).items():
             peak = st["peak_mb"] if device.type == "cuda" else peaks.get(f"{mode}.{name}")
-            row[f"{mode}.{name}.ms"] = round(st["min_ms"], 3)
-            row[f"{mode}.{name}.median_ms"] = round(st["median_ms"], 3)
+            row[f"{mode}.{name}.ms"] = round(st["median_ms"], 3)
+            row[f"{mode}.{name}.min_ms"] = round(st["min_ms"], 3)
             row[f"{mode}.{name}.peak_mb"] = None if peak is None else round(peak, 1)
         sparse = [name for name in backends if name != "mask"]
         best = min(sparse, key=lambda s: row[f"{mode}.{s}.ms"])

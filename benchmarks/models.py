@@ -201,8 +201,9 @@ def complexity_section() -> list[str]:
         "`docs/complexity.png`).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, {m['device']}, {m['dtype']}; load "
-        f"average {m.get('load_average_1min', '?')}. One layer at C = 180, forward without autograd; "
-        "exponent b of time ~ pixels^b fitted over all sizes and over the largest two.",
+        f"average {m.get('load_average_1min', '?')}. One layer at C = 180, forward without autograd, the "
+        f"median of {data['repeat']} interleaved rounds; exponent b of time ~ pixels^b fitted over all sizes "
+        "and over the largest two.",
         "",
         "| layer | time exp. (all sizes) | time exp. (largest two) | memory exp. | MACs exp. |",
         "|---|---|---|---|---|",

@@ -28,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from irformers import profiling
 from irformers.data.io import write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +124,12 @@ def main() -> int:
         print(json.dumps(result), file=sys.stderr, flush=True)
     out = REPO / "benchmarks" / "results" / "train_quick.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads}
+    machine = {  # dtype: the quick recipes train in fp32 (no train.precision)
+        **profiling.machine_info(torch.device("cpu")),
+        "threads": args.threads,
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     write_text(out, json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
     print("| run | steps | wall (s) | set | PSNR | baseline | gain (dB) | target | passed |")
     print("|---|---|---|---|---|---|---|---|---|")
