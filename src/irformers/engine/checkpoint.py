@@ -98,9 +98,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    if path.suffix.lower() not in WEIGHTS_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHTS_SUFFIXES:
         raise CheckpointError(f"{path}: not a weights file (expected {', '.join(WEIGHTS_SUFFIXES)})")
-    if path.suffix == ".safetensors":
+    if suffix == ".safetensors":
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
@@ -178,7 +179,6 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.
 
 def model_from_file(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild and load a model from a self-describing irformers `.safetensors` file, in eval mode."""
-
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
         raise CheckpointError(f"{path}: expected an existing irformers .safetensors weights file")

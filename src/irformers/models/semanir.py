@@ -46,8 +46,8 @@ FUSED_MIN_N = 1024
 FUSED_MAX_DENSITY = 0.25
 FUSED_MAX_DENSITY_BACKWARD = 0.125
 FUSED_CHUNK_BYTES = 8 * 2**20
-# CPU inference goes through a stage in pieces of windows only for windows this large: SemanIR-S
-# (1024 tokens) at 256x256 gained 1.7x, the tiny U-Net (256 tokens) at 481x321 lost about 1.6x
+# CPU inference goes through a stage in pieces of windows only for windows this large: in ad-hoc A/Bs
+# SemanIR-S (1024 tokens) gained at 256x256 and the tiny U-Net (256 tokens) lost at 481x321
 TILE_MIN_WINDOW = 1024
 
 
