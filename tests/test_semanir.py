@@ -1,12 +1,13 @@
 """SemanIR: dictionary, attention backends against each other and against dense attention, presets."""
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from irformers import models
+from irformers import models, profiling
 from irformers.models import build_model, count_params, get_preset, list_presets, semanir
 from irformers.models.presets import bundled_weights
 from irformers.models.semanir import KSAttention, build_dictionary, choose_backend
@@ -307,6 +308,19 @@ def test_fused_backend_matches_mask(tiny_sr, monkeypatch):
     torch.testing.assert_close(chunked, ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(grads["fused"], grads["mask"], rtol=0, atol=1e-5)
     assert semanir.fused_available()
+
+
+def test_shape_only_runs_never_compile_the_fused_path(tiny_sr, monkeypatch):
+    """A meta-device forward (MAC counting) compiling the fused path left dynamo running it uncompiled
+    for real inputs afterwards (20x slower); it must take the eager path and leave no compiled state."""
+    monkeypatch.setattr(semanir, "_FUSED_STATE", {"scores": None, "weighted_sum": None, "failed": False})
+    meta = copy.deepcopy(tiny_sr).to("meta")
+    with torch.no_grad():
+        out = meta(torch.empty(1, 3, 32, 32, device="meta"), k=9, backend="fused")
+    assert out.shape == (1, 3, 64, 64) and semanir._FUSED_STATE["scores"] is None
+    assert profiling.count_macs(tiny_sr, (1, 3, 32, 32), k=9, backend="fused") == profiling.count_macs(
+        tiny_sr, (1, 3, 32, 32), k=9, backend="gather"
+    )
 
 
 REPORTED = {

@@ -67,7 +67,7 @@ def count_macs(model: nn.Module, shape: tuple[int, ...], **runtime) -> int:
     """Multiply-accumulates of one inference call on an input of `shape`, counted on the meta device."""
     meta = copy.deepcopy(model).to("meta").eval()  # inference: e.g. SemanIR uses its k, not a random one
     if getattr(getattr(model, "descriptor", None), "supports_k", False):
-        runtime.setdefault("backend", "gather")  # the sparse work, not the dense scores
+        runtime["backend"] = "gather"  # the sparse work, not the dense scores; fused counts the same
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         meta(torch.empty(shape, device="meta"), **runtime)
     return counter.get_total_flops() // 2

@@ -234,8 +234,12 @@ def fused_available() -> bool:
 def fused_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, dictionary: KeySemanticDictionary
 ) -> torch.Tensor:
-    """The gather path compiled with `torch.compile`; falls back to `gather_attention` if compiling fails."""
-    if not _FUSED_STATE["failed"]:
+    """The gather path compiled with `torch.compile`; falls back to `gather_attention` if compiling fails.
+
+    Shape-only runs (meta tensors: MAC counting) take the eager path: compiling there would leave
+    dynamo running these functions uncompiled from then on, real inputs included.
+    """
+    if not _FUSED_STATE["failed"] and q.device.type != "meta":
         if _FUSED_STATE["scores"] is None:
             _FUSED_STATE["scores"] = torch.compile(_fused_scores, dynamic=None)
             _FUSED_STATE["weighted_sum"] = torch.compile(_fused_weighted_sum, dynamic=None)
