@@ -193,7 +193,7 @@ def _check_output_folder(folder: Path, what: str) -> None:
 
 
 def _output_path(path: Path, args: argparse.Namespace, suffix: str) -> Path:
-    ext = path.suffix.lower() if args.ext is None else "." + args.ext.lower().lstrip(".")
+    ext = path.suffix.lower() if args.ext is None else args.ext
     return Path(args.output) / f"{path.stem}{suffix}{ext}"
 
 
@@ -256,8 +256,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from irformers.data.io import MAX_BIT_DEPTH, ImageError
     from irformers.inference import model_label
 
-    if args.ext is not None and "." + args.ext.lower().lstrip(".") not in MAX_BIT_DEPTH:
-        raise UsageError(f"--ext {args.ext}: choose from {', '.join(e[1:] for e in MAX_BIT_DEPTH)}")
+    if args.ext is not None:  # normalised once: "JPG", "jpg" and ".jpg" all name .jpg
+        ext = "." + args.ext.lower().lstrip(".")
+        if ext not in MAX_BIT_DEPTH:
+            raise UsageError(f"--ext {args.ext}: choose from {', '.join(e[1:] for e in MAX_BIT_DEPTH)}")
+        args.ext = ext
     paths = _expand_inputs(args.inputs)
     _check_output_folder(Path(args.output), "-o")
     model, restorer = _load_model(args)

@@ -28,6 +28,7 @@ from irformers.engine.checkpoint import (
     WEIGHTS_SUFFIXES,
     CheckpointError,
     build_from_metadata,
+    check_weights_suffix,
     convert_state_dict,
     load_weights,
     model_from_file,
@@ -64,8 +65,7 @@ def load_model(
     if arch is not None and arch not in PRESETS:
         raise CheckpointError(f"--arch {arch}: unknown preset (see `irformers models`)")
     if path.is_file():
-        if path.suffix.lower() not in WEIGHTS_SUFFIXES:
-            raise CheckpointError(f"{path}: not a weights file (expected {', '.join(WEIGHTS_SUFFIXES)})")
+        check_weights_suffix(path)
         if arch is None:
             if path.suffix != ".safetensors" or "config" not in read_metadata(path):
                 raise CheckpointError(

@@ -93,15 +93,19 @@ def training_stages(summary: dict | None) -> list[dict]:
     return stages[::-1]
 
 
+def check_weights_suffix(path: Path) -> None:
+    """Refuse a file that is not named as weights (an image passed as --model) before reading it."""
+    if path.suffix.lower() not in WEIGHTS_SUFFIXES:
+        raise CheckpointError(f"{path}: not a weights file (expected {', '.join(WEIGHTS_SUFFIXES)})")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file, `.safetensors` or a (weights-only) PyTorch pickle, unconverted."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix not in WEIGHTS_SUFFIXES:
-        raise CheckpointError(f"{path}: not a weights file (expected {', '.join(WEIGHTS_SUFFIXES)})")
-    if suffix == ".safetensors":
+    check_weights_suffix(path)
+    if path.suffix.lower() == ".safetensors":
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
