@@ -62,14 +62,19 @@ def test_profile_model_reports_consistent_figures():
 
 def test_bench_cli_json_one_row_per_k(capsys):
     code = main(
-        ["bench", "semanir-t-sr-x2", "baseline-t-sr-x2", "--size", "32", "--k", "16,64", "--repeat", "1",
+        ["bench", "semanir-t-sr-x2", "baseline-t-sr-x2", "--size", "32", "--k", "16,512", "--repeat", "1",
          "--no-memory", "--json"]
     )  # fmt: skip
     assert code == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     rows = [(r["model"], r["k"]) for r in out["rows"]]
-    assert rows == [("semanir-t-sr-x2", 16), ("semanir-t-sr-x2", 64), ("baseline-t-sr-x2", None)]
+    assert rows == [("semanir-t-sr-x2", 16), ("semanir-t-sr-x2", 512), ("baseline-t-sr-x2", None)]
     assert out["machine"]["device"] == "cpu" and out["rows"][0]["macs"] < out["rows"][1]["macs"]
+    # the tiny preset's 16 x 16 windows hold 256 tokens: the asked k above that is said to run as 256
+    assert captured.err.splitlines() == [
+        "note: semanir-t-sr-x2: windows hold 256 tokens, so k 512 runs as k 256"
+    ]
 
 
 def test_bench_cli_table_and_errors(capsys):

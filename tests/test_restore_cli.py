@@ -136,6 +136,27 @@ def test_ext_suffix_and_globs(tmp_path, weights, capsys):
     assert main([*argv, "--suffix", ""]) == 1
     assert "b.png: output b.png would overwrite an input" in capsys.readouterr().err
     assert main(["restore", str(folder / "nothing*.png"), "-o", str(out), "--model", str(weights)]) == 2
+    assert "nothing*.png: no file matches the pattern" in _one_error_line(capsys)
+    assert main(["restore", str(folder / "*.txt"), "-o", str(out), "--model", str(weights)]) == 2
+    assert "*.txt: no image file matches the pattern" in _one_error_line(capsys)
+
+
+def test_folders_name_the_files_they_skip_and_tile_0_is_one_pass(tmp_path, weights, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    for name in ("anim.gif", "b.gif", "notes.txt", ".DS_Store"):
+        (folder / name).write_bytes(b"GIF89a")
+    out = tmp_path / "out"
+    assert main(["restore", str(folder), "-o", str(out), "--model", str(weights), "--tile", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith(
+        f"note: {folder}: skipping 3 files that are not images read here (.gif x2, .txt x1)"
+    )
+    assert "restored 1 of 1 images" in captured.out and "whole images)" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.png"]
+    assert main(["restore", str(folder), "-o", str(out), "--model", str(weights), "--tile", "-16"]) == 2
+    assert "--tile -16: expected a number of pixels" in capsys.readouterr().err
 
 
 def _one_error_line(capsys) -> str:

@@ -53,12 +53,24 @@ def _infer_gray(dataset_name: str, data_root: str | None, task: str) -> bool:
 
 
 def _tile(text: str) -> int | str | None:
+    """``--tile``: 'auto', a number of pixels, or one whole-image pass ('none'; 0 as SwinIR spells it)."""
     if text in ("auto", "none"):
         return None if text == "none" else text
     try:
-        return int(text)
-    except ValueError as err:
-        raise UsageError(f"--tile {text}: expected a number of pixels, 'auto' or 'none'") from err
+        tile = int(text)
+    except ValueError:
+        tile = -1
+    if tile < 0:
+        raise UsageError(f"--tile {text}: expected a number of pixels, 'auto' or 'none'")
+    return tile or None
+
+
+def _note_k_beyond_windows(model, k: int | None, label: str) -> None:
+    """A k above a window's tokens attends to the whole window; say so rather than let a report show a
+    k that never ran."""
+    tokens = int(model.config["window_size"]) ** 2 if model.descriptor.supports_k else 0
+    if k and tokens and k > tokens:
+        print(f"note: {label}: windows hold {tokens} tokens, so k {k} runs as k {tokens}", file=sys.stderr)
 
 
 def _load_model(args: argparse.Namespace):
@@ -81,6 +93,7 @@ def _load_model(args: argparse.Namespace):
         )
     except (CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from err
+    _note_k_beyond_windows(model, args.k, args.model)
     if model.random_init:
         print(
             f"WARNING: {args.model} has random weights (--allow-random-init): smoke tests only, "
@@ -172,19 +185,39 @@ def _expand_inputs(specs: Sequence[str]) -> list[Path]:
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found = list_images(path)
+            found = _images_in(path)
             if not found:
                 raise UsageError(f"{path}: no images in the folder")
         elif path.is_file():
             found = [path]
         elif any(c in spec for c in "*?["):
-            found = sorted(p for p in map(Path, glob.glob(spec)) if p.suffix.lower() in IMAGE_EXTENSIONS)
+            matches = sorted(p for p in map(Path, glob.glob(spec)) if p.is_file())
+            found = [p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS]
             if not found:
-                raise UsageError(f"{spec}: no file matches the pattern")
+                raise UsageError(f"{spec}: no {'image ' if matches else ''}file matches the pattern")
         else:
             raise UsageError(f"{spec}: no such file or folder")
         paths += found
     return list(dict.fromkeys(paths))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """The folder's image files; the other files (not hidden ones) are named in a note, not skipped unsaid."""
+    images = list_images(folder)
+    listed = set(images)
+    others = sorted(
+        p.suffix.lower() or p.name
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p not in listed
+    )
+    if others:
+        kinds = ", ".join(f"{kind} x{others.count(kind)}" for kind in dict.fromkeys(others))
+        print(
+            f"note: {folder}: skipping {len(others)} files that are not images read here ({kinds}); "
+            f"images: {', '.join(IMAGE_EXTENSIONS)}",
+            file=sys.stderr,
+        )
+    return images
 
 
 def _check_output_folder(folder: Path, what: str) -> None:
@@ -284,7 +317,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             failures.append(f"{path}: out of memory; try a smaller --tile")
     print(
         f"restored {written} of {len(paths)} images into {args.output} with {model_label(model, args.model)} "
-        f"({restorer.device.type}, {str(restorer.dtype).removeprefix('torch.')}, tile {args.tile})"
+        f"({restorer.device.type}, {str(restorer.dtype).removeprefix('torch.')}, "
+        f"{'whole images' if _tile(args.tile) is None else f'tile {args.tile}'})"
     )
     for message in failures:
         print(f"failed: {message}", file=sys.stderr)
@@ -375,7 +409,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     if not indir.is_dir():
         raise UsageError(f"{indir}: input folder does not exist")
     _check_output_folder(outdir, "the output folder")
-    images = list_images(indir)
+    images = _images_in(indir)
     if not images:
         raise UsageError(f"{indir}: no images in the input folder")
     failures, claimed = [], _inputs_claimed(images)
@@ -585,6 +619,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         desc = model.descriptor
         shape = (args.batch, desc.in_channels, args.size, args.size)
         for k in ks if desc.supports_k else [None]:  # --k applies to the SemanIR models of the list
+            _note_k_beyond_windows(model, k, spec)
             runtime = {"k": k} if k else {}
             if args.backend and desc.supports_k:
                 runtime["backend"] = args.backend
@@ -643,7 +678,8 @@ def _add_inference_options(p: argparse.ArgumentParser, precision: str) -> None:
     p.add_argument(
         "--tile",
         default="auto",
-        help="tile size in input pixels; 'auto' (default) tiles only images over the memory budget; 'none'",
+        help="tile size in input pixels; 'auto' (default) tiles only images over the memory budget; "
+        "'none' or 0: one pass",
     )
     p.add_argument(
         "--tile-overlap", type=int, help="overlap of neighbouring tiles (default: max(size multiple, 32))"
