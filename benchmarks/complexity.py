@@ -4,7 +4,8 @@ All three at the same width (C = 180, 6 heads):
 - Hi-IR Version 3 with p = 16, P = 64 (L3 in blocks of at most 16 x 16 regions), as it runs (on CPU,
   region-local work in tiles of `hiir.TILE_TOKENS`) and as `hiir_whole` (every step on the whole map);
 - SemanIR with its dictionary (window 32, k = 512), built in the timed call as a one-layer stage would,
-  on the dense `mask` backend (its fastest at this density; about 7 GB at 512^2);
+  on the dense `mask` backend (the paper's path, about 7 GB at 512^2; `auto` runs `fused` at this
+  density on CPU, 1.5x faster per call in benchmarks/attention.py: the exponent here is the dense one);
 - window attention with window p = 16 (the `baseline` layer, unshifted).
 Forward without autograd on square feature maps of 64^2 .. 512^2 tokens: time and peak memory
 (CPU: rise of the resident-set high-water mark over one call, in a child process whose allocator maps

@@ -1,6 +1,7 @@
 """Whole-model inference cost of the paper-size presets against the window-attention baseline.
 
-For SemanIR-S (k in 64..512), SemanIR-B, Hi-IR-B, Hi-IR-L and the SwinIR-like window baseline (same
+For SemanIR-S (k in 64..512; at the largest k also on the dense `mask` path, to show what `auto`
+chose against it), SemanIR-B, Hi-IR-B, Hi-IR-L and the SwinIR-like window baseline (same
 frame, width 180, 6 x 6 layers, window 32): x2 SR on a 128x128 LR input, and the same networks built
 for a same-size task (scale 1: no upsampler) on 256x256. Per row: params, MACs (FLOPs / 2, torch's
 flop counter; SemanIR's sparse work), median latency of `--repeat` calls after a warm-up, peak
@@ -33,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 REPO = HERE.parent
 WHOLE = "semanir-s-sr-x2-whole"  # SemanIR-S on whole feature maps (no CPU tiling), at the smallest k
+DENSE = "semanir-s-sr-x2-mask"  # SemanIR-S on the dense `mask` path at the largest k: what `auto` beats
 # label -> (preset, config overrides): Hi-IR-L has presets for x3/x4 only; at x2 it is the same network
 MODELS = {
     "semanir-s-sr-x2": ("semanir-s-sr-x2", {}),
@@ -41,6 +43,7 @@ MODELS = {
     "hiir-l-sr-x2": ("hiir-l-sr-x4", {"scale": 2}),
     "baseline-swin-sr-x2": ("baseline-swin-sr-x2", {}),
     WHOLE: ("semanir-s-sr-x2", {}),
+    DENSE: ("semanir-s-sr-x2", {"backend": "mask"}),
 }
 KS = (64, 128, 256, 512)
 BASELINE = "baseline-swin-sr-x2"
@@ -56,7 +59,7 @@ def cases(
     for size, scale, names, kks in ((sr_size, 2, list(MODELS), ks), (same_size, 1, same_models, same_ks)):
         for name in names:
             kk = (None,) if not name.startswith("semanir") else kks if "-s-" in name else (max(kks),)
-            kk = (min(kks),) if name == WHOLE else kk
+            kk = (min(kks),) if name == WHOLE else (max(kks),) if name == DENSE else kk
             out += [{"model": name, "size": size, "scale": scale, "k": k} for k in kk]
     return out
 
@@ -75,8 +78,8 @@ def measure(case: dict, device: torch.device, repeat: int) -> dict:
         result = profiling.profile_model(model, shape, device=device, repeat=repeat, **runtime)
     finally:
         semanir.TILE_TOKENS = tile
-    backend = None
-    if case["k"]:  # what SemanIR's `auto` ran for this window size and k (inference, no backward)
+    backend = model.config["backend"] if case["k"] else None  # SemanIR's: asked, or what `auto` ran
+    if backend == "auto":  # for this window size and k (inference, no backward)
         n = model.config["window_size"] ** 2
         backend = semanir.choose_backend(
             n, case["k"], batch=1, heads=6, device=device, backward=False, memory_bytes=1 << 30
@@ -129,6 +132,12 @@ def _time(rows: list[dict], model: str, size: int, k: int | None = None) -> floa
     return next(r["median_ms"] for r in rows if r["model"] == model and r["size"] == size and r["k"] == k)
 
 
+def _backend(rows: list[dict], size: int, k: int) -> str:
+    return next(
+        r["backend"] for r in rows if r["model"] == "semanir-s-sr-x2" and r["size"] == size and r["k"] == k
+    )
+
+
 def models_section(data: dict) -> list[str]:
     rows, peak, m = data["rows"], data["matmul_peak_gflops"], data["machine"]
     lines = [
@@ -169,6 +178,13 @@ def models_section(data: dict) -> list[str]:
             f"; on whole feature maps, as the baseline runs, k={r['k']}: {base / r['median_ms']:.2f}x"
             for r in sub
             if r["model"] == WHOLE
+        )
+        ratios += "".join(
+            f". At k={r['k']} `auto` ran `{_backend(rows, size, r['k'])}`, "
+            f"{r['median_ms'] / _time(rows, 'semanir-s-sr-x2', size, r['k']):.2f}x faster than the dense "
+            f"`mask` path (`{DENSE}`)"
+            for r in sub
+            if r["model"] == DENSE
         )
         lines += [
             f"SemanIR-S against the window baseline (same width 180, depth 6 x 6, window 32), speed-up "

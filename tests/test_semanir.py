@@ -164,18 +164,22 @@ def test_choose_backend():
     cpu = torch.device("cpu")
     common = {"batch": 4, "heads": 6, "memory_bytes": 2**30, "device": cpu}
     fused = "fused" if semanir.fused_available() else "mask"
-    # inference at N = 1024 with k <= 64: the sparse path (benchmarks/attention.py)
-    for k in (32, 64, 256):
+    # inference at N >= 1024 with k <= N / 2, training with k <= N / 8: the sparse path
+    # (benchmarks/attention.py; results/attention_dense.json for k = N / 4 and N / 2 at N = 4096)
+    for k in (32, 64, 256, 512):
         assert choose_backend(1024, k, backward=False, **common) == fused
+    assert choose_backend(1024, 768, backward=False, **common) == "mask"
     assert choose_backend(1024, 64, backward=True, **common) == fused
     assert choose_backend(1024, 256, backward=True, **common) == "mask"
-    assert choose_backend(1024, 512, backward=False, **common) == "mask"
-    assert choose_backend(256, 32, backward=False, **common) == "mask"  # small windows: dense wins
+    assert choose_backend(256, 32, backward=False, **common) == "mask"  # small windows: no compile
     assert choose_backend(64, 64, backward=False, **common) == "mask"
-    # a dense mask over the budget: chunked in inference, sparse with autograd (every chunk is kept)
-    big = {"batch": 64, "heads": 6, "device": cpu, "memory_bytes": 2**30}
-    assert choose_backend(4096, 2048, backward=False, **big) == "mask"
-    assert choose_backend(4096, 2048, backward=True, **big) == "gather"
+    # a dense mask over the budget: chunked in inference, sparse with autograd (every chunk is kept):
+    # fused where it compiles (CPU), else gather
+    big = {"batch": 64, "heads": 6, "memory_bytes": 2**30}
+    assert choose_backend(4096, 3072, backward=False, device=cpu, **big) == "mask"
+    over_budget = "fused" if semanir.fused_available() else "gather"
+    assert choose_backend(4096, 2048, backward=True, device=cpu, **big) == over_budget
+    assert choose_backend(4096, 2048, backward=True, device=torch.device("cuda"), **big) == "gather"
 
 
 def test_bad_backend_and_options_are_reported():

@@ -40,10 +40,10 @@ RANDOM_K_CHOICES = (64, 128, 192, 256, 384, 512)
 BACKENDS = ("auto", "mask", "gather", "fused")
 
 # `auto` on CPU runs the fused sparse path for windows of at least FUSED_MIN_N tokens whose dictionary
-# is at most this sparse (k / N, without / with backward); elsewhere the dense `mask` path's matrix
+# is at most this dense (k / N, without / with backward); elsewhere the dense `mask` path's matrix
 # products win. Fitted to benchmarks/attention.py on a 2-core CPU (docs/semanir.md has the table).
 FUSED_MIN_N = 1024
-FUSED_MAX_DENSITY = 0.25
+FUSED_MAX_DENSITY = 0.5
 FUSED_MAX_DENSITY_BACKWARD = 0.125
 FUSED_CHUNK_BYTES = 8 * 2**20
 # CPU inference goes through a stage in pieces of windows only for windows this large: in ad-hoc A/Bs
@@ -269,16 +269,18 @@ def choose_backend(
 
     On CPU the fused sparse path wins when windows are large and the dictionary sparse; otherwise the
     dense path (what the paper trains with), which in inference runs windows in chunks under the budget;
-    with autograd every chunk's scores are kept, so `gather` takes over when they would not fit
-    `memory_bytes`. On GPU the dense kernels are used (no fused kernel measured there).
+    with autograd every chunk's scores are kept, so a sparse path takes over when they would not fit
+    `memory_bytes`: fused on CPU (3-4x faster than gather there, with a tenth of its memory), gather
+    elsewhere. On GPU the dense kernels are used (no fused kernel measured there).
     """
     if k >= n:
         return "mask"
+    fused = device.type == "cpu" and n >= FUSED_MIN_N and fused_available()
     density = FUSED_MAX_DENSITY_BACKWARD if backward else FUSED_MAX_DENSITY
-    if device.type == "cpu" and n >= FUSED_MIN_N and k <= density * n and fused_available():
+    if fused and k <= density * n:
         return "fused"
     if backward:  # autograd keeps every chunk's scores: the dense path only while they fit the budget
-        return "mask" if 3 * batch * heads * n * n * 4 <= memory_bytes else "gather"
+        return "mask" if 3 * batch * heads * n * n * 4 <= memory_bytes else "fused" if fused else "gather"
     return "mask"  # inference: windows go in chunks under the budget
 
 
