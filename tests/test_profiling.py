@@ -71,9 +71,10 @@ def test_bench_cli_json_one_row_per_k(capsys):
     rows = [(r["model"], r["k"]) for r in out["rows"]]
     assert rows == [("semanir-t-sr-x2", 16), ("semanir-t-sr-x2", 512), ("baseline-t-sr-x2", None)]
     assert out["machine"]["device"] == "cpu" and out["rows"][0]["macs"] < out["rows"][1]["macs"]
-    # the tiny preset's 16 x 16 windows hold 256 tokens: the asked k above that is said to run as 256
+    # the tiny preset's 16 x 16 windows hold 256 tokens: an asked k above that is said to be dense
     assert captured.err.splitlines() == [
-        "note: semanir-t-sr-x2: windows hold 256 tokens, so k 512 runs as k 256"
+        "note: semanir-t-sr-x2: windows hold at most 256 tokens, so k 512 attends to whole windows "
+        "(k 256, or fewer where a window is smaller)"
     ]
 
 

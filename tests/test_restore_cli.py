@@ -145,14 +145,15 @@ def test_folders_name_the_files_they_skip_and_tile_0_is_one_pass(tmp_path, weigh
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.zeros((16, 16, 3), np.uint8))
-    for name in ("anim.gif", "b.gif", "notes.txt", ".DS_Store"):
+    for name in ("anim.gif", "b.gif", "notes.txt", "README", "LICENSE", ".DS_Store", "._a.png"):
         (folder / name).write_bytes(b"GIF89a")
+    (folder / "sub").mkdir()
+    cv2.imwrite(str(folder / "sub" / "c.png"), np.zeros((16, 16, 3), np.uint8))
     out = tmp_path / "out"
     assert main(["restore", str(folder), "-o", str(out), "--model", str(weights), "--tile", "0"]) == 0
     captured = capsys.readouterr()
-    assert captured.err.startswith(
-        f"note: {folder}: skipping 3 files that are not images read here (.gif x2, .txt x1)"
-    )
+    expected = "skipping 5 files that are not images read here ((no extension) x2, .gif x2, .txt x1)"
+    assert captured.err.startswith(f"note: {folder}: {expected}")
     assert "restored 1 of 1 images" in captured.out and "whole images)" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["a_x2.png"]
     assert main(["restore", str(folder), "-o", str(out), "--model", str(weights), "--tile", "-16"]) == 2

@@ -314,6 +314,25 @@ def test_fused_backend_matches_mask(tiny_sr, monkeypatch):
     assert semanir.fused_available()
 
 
+def test_a_compiler_that_fails_falls_back_to_gather(monkeypatch):
+    """torch.compile itself can raise (e.g. on a Python it does not support): `fused` then warns once,
+    runs `gather`, and `auto` stops choosing it."""
+    monkeypatch.setattr(semanir, "_FUSED_STATE", {"scores": None, "weighted_sum": None, "failed": False})
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("torch.compile is not supported here")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    attn, x, dictionary = _attention_case((8, 8), 16)
+    with torch.no_grad(), pytest.warns(UserWarning, match="fused attention unavailable"):
+        out = attn(x, dictionary, "fused")
+    with torch.no_grad():
+        torch.testing.assert_close(out, attn(x, dictionary, "gather"), rtol=0, atol=0)
+    assert not semanir.fused_available()
+    cpu = {"batch": 1, "heads": 2, "device": torch.device("cpu"), "memory_bytes": 2**30}
+    assert choose_backend(1024, 64, backward=False, **cpu) == "mask"
+
+
 def test_shape_only_runs_never_compile_the_fused_path(tiny_sr, monkeypatch):
     """A meta-device forward (MAC counting) compiling the fused path left dynamo running it uncompiled
     for real inputs afterwards (20x slower); it must take the eager path and leave no compiled state."""

@@ -61,7 +61,7 @@ def _tile(text: str) -> int | str | None:
     except ValueError:
         tile = -1
     if tile < 0:
-        raise UsageError(f"--tile {text}: expected a number of pixels, 'auto' or 'none'")
+        raise UsageError(f"--tile {text}: expected a number of pixels, 'auto' or 'none' (or 0)")
     return tile or None
 
 
@@ -70,7 +70,11 @@ def _note_k_beyond_windows(model, k: int | None, label: str) -> None:
     k that never ran."""
     tokens = int(model.config["window_size"]) ** 2 if model.descriptor.supports_k else 0
     if k and tokens and k > tokens:
-        print(f"note: {label}: windows hold {tokens} tokens, so k {k} runs as k {tokens}", file=sys.stderr)
+        print(
+            f"note: {label}: windows hold at most {tokens} tokens, so k {k} attends to whole windows "
+            f"(k {tokens}, or fewer where a window is smaller)",
+            file=sys.stderr,
+        )
 
 
 def _load_model(args: argparse.Namespace):
@@ -206,15 +210,17 @@ def _images_in(folder: Path) -> list[Path]:
     images = list_images(folder)
     listed = set(images)
     others = sorted(
-        p.suffix.lower() or p.name
+        p.suffix.lower() or "(no extension)"
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p not in listed
     )
     if others:
         kinds = ", ".join(f"{kind} x{others.count(kind)}" for kind in dict.fromkeys(others))
+        files = (
+            "1 file that is not an image" if len(others) == 1 else f"{len(others)} files that are not images"
+        )
         print(
-            f"note: {folder}: skipping {len(others)} files that are not images read here ({kinds}); "
-            f"images: {', '.join(IMAGE_EXTENSIONS)}",
+            f"note: {folder}: skipping {files} read here ({kinds}); images: {', '.join(IMAGE_EXTENSIONS)}",
             file=sys.stderr,
         )
     return images

@@ -47,8 +47,13 @@ def resolve_data_root(data_root: str | Path | None) -> Path:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (other files, e.g. CSV lists, are ignored)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files directly in ``folder``, sorted by name (other files, e.g. CSV lists, are ignored, and
+    so are hidden ones: macOS's ``._name.png`` companions are not images)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def find_dataset(name: str, data_root: str | Path | None = None, scale: int | None = None) -> Dataset:

@@ -227,23 +227,30 @@ _FUSED_STATE: dict[str, object] = {"scores": None, "weighted_sum": None, "failed
 
 
 def fused_available() -> bool:
-    """False once compiling the fused path has failed in this process (no compiler, unsupported op)."""
-    return not _FUSED_STATE["failed"]
+    """False where torch.compile cannot run (e.g. a Python it does not support yet), and once compiling
+    the fused path has failed in this process (no compiler, unsupported op)."""
+    return not _FUSED_STATE["failed"] and torch._dynamo.is_dynamo_supported()
 
 
 def fused_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, dictionary: KeySemanticDictionary
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    table: torch.Tensor,
+    dictionary: KeySemanticDictionary,
+    chunk_bytes: int = 256 * 2**20,
 ) -> torch.Tensor:
-    """The gather path compiled with `torch.compile`; falls back to `gather_attention` if compiling fails.
+    """The gather path compiled with `torch.compile`; falls back to `gather_attention` (chunked by
+    `chunk_bytes`) if compiling fails.
 
     Shape-only runs (meta tensors: MAC counting) take the eager path: compiling there would leave
     dynamo running these functions uncompiled from then on, real inputs included.
     """
-    if not _FUSED_STATE["failed"] and q.device.type != "meta":
-        if _FUSED_STATE["scores"] is None:
-            _FUSED_STATE["scores"] = torch.compile(_fused_scores, dynamic=None)
-            _FUSED_STATE["weighted_sum"] = torch.compile(_fused_weighted_sum, dynamic=None)
+    if fused_available() and q.device.type != "meta":
         try:
+            if _FUSED_STATE["scores"] is None:
+                _FUSED_STATE["scores"] = torch.compile(_fused_scores, dynamic=None)
+                _FUSED_STATE["weighted_sum"] = torch.compile(_fused_weighted_sum, dynamic=None)
             bias_table = table.to(q.dtype)
 
             def attend(qc, kc, vc, index, rows):
@@ -259,7 +266,7 @@ def fused_attention(
             warnings.warn(
                 f"semanir: fused attention unavailable ({type(err).__name__}); using 'gather'", stacklevel=2
             )
-    return gather_attention(q, k, v, table, dictionary)
+    return gather_attention(q, k, v, table, dictionary, chunk_bytes=chunk_bytes)
 
 
 def choose_backend(
@@ -270,7 +277,7 @@ def choose_backend(
     On CPU the fused sparse path wins when windows are large and the dictionary sparse; otherwise the
     dense path (what the paper trains with), which in inference runs windows in chunks under the budget;
     with autograd every chunk's scores are kept, so a sparse path takes over when they would not fit
-    `memory_bytes`: fused on CPU (3-4x faster than gather there, with a tenth of its memory), gather
+    `memory_bytes`: fused on CPU (3-4x faster than gather there, with a fifteenth of its memory), gather
     elsewhere. On GPU the dense kernels are used (no fused kernel measured there).
     """
     if k >= n:
@@ -342,7 +349,7 @@ class KSAttention(nn.Module):
         elif backend == "gather":
             out = gather_attention(q, k, v, table, dictionary, chunk_bytes=self.memory_bytes // 4)
         else:
-            out = fused_attention(q, k, v, table, dictionary)
+            out = fused_attention(q, k, v, table, dictionary, chunk_bytes=self.memory_bytes // 4)
         return self.proj(out.reshape(b, n, c))
 
 
