@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, list_images
+from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, list_images, split_files
 
 BAD_USAGE, INPUT_FAILED, INTERRUPTED = 2, 1, 130  # 130: the shell's status for Ctrl-C
 
@@ -207,13 +207,8 @@ def _expand_inputs(specs: Sequence[str]) -> list[Path]:
 
 def _images_in(folder: Path) -> list[Path]:
     """The folder's image files; the other files (not hidden ones) are named in a note, not skipped unsaid."""
-    images = list_images(folder)
-    listed = set(images)
-    others = sorted(
-        p.suffix.lower() or "(no extension)"
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p not in listed
-    )
+    images, other_files = split_files(folder)
+    others = sorted(p.suffix.lower() or "(no extension)" for p in other_files)
     if others:
         kinds = ", ".join(f"{kind} x{others.count(kind)}" for kind in dict.fromkeys(others))
         files = (
@@ -324,7 +319,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     print(
         f"restored {written} of {len(paths)} images into {args.output} with {model_label(model, args.model)} "
         f"({restorer.device.type}, {str(restorer.dtype).removeprefix('torch.')}, "
-        f"{'whole images' if _tile(args.tile) is None else f'tile {args.tile}'})"
+        f"{'whole images' if restorer.tile is None else f'tile {args.tile}'})"
     )
     for message in failures:
         print(f"failed: {message}", file=sys.stderr)

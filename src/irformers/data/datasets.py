@@ -46,14 +46,19 @@ def resolve_data_root(data_root: str | Path | None) -> Path:
     return root
 
 
+def split_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) directly in ``folder``, each sorted by name. Hidden files are neither:
+    macOS's ``._name.png`` companions are not images."""
+    images, others = [], []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            (images if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
+    return images, others
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (other files, e.g. CSV lists, are ignored, and
-    so are hidden ones: macOS's ``._name.png`` companions are not images)."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    """Image files directly in ``folder``, sorted by name (other files, e.g. CSV lists, are ignored)."""
+    return split_files(folder)[0]
 
 
 def find_dataset(name: str, data_root: str | Path | None = None, scale: int | None = None) -> Dataset:

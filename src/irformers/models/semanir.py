@@ -46,6 +46,7 @@ FUSED_MIN_N = 1024
 FUSED_MAX_DENSITY = 0.5
 FUSED_MAX_DENSITY_BACKWARD = 0.125
 FUSED_CHUNK_BYTES = 8 * 2**20
+CHUNK_BYTES = 256 * 2**20  # what a backend's chunks may hold when called without a budget
 # CPU inference goes through a stage in pieces of windows only for windows this large: in ad-hoc A/Bs
 # SemanIR-S (1024 tokens) gained at 256x256 and the tiny U-Net (256 tokens) lost at 481x321
 TILE_MIN_WINDOW = 1024
@@ -141,7 +142,7 @@ def mask_attention(
     v: torch.Tensor,
     table: torch.Tensor,
     dictionary: KeySemanticDictionary,
-    chunk_bytes: int = 256 * 2**20,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> torch.Tensor:
     """Dense N x N scores with -inf outside the dictionary (the paper's training path).
 
@@ -179,7 +180,7 @@ def gather_attention(
     v: torch.Tensor,
     table: torch.Tensor,
     dictionary: KeySemanticDictionary,
-    chunk_bytes: int = 256 * 2**20,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> torch.Tensor:
     """Gather the k keys/values of each query and attend over them only: O(N k) scores.
 
@@ -238,7 +239,7 @@ def fused_attention(
     v: torch.Tensor,
     table: torch.Tensor,
     dictionary: KeySemanticDictionary,
-    chunk_bytes: int = 256 * 2**20,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> torch.Tensor:
     """The gather path compiled with `torch.compile`; falls back to `gather_attention` (chunked by
     `chunk_bytes`) if compiling fails.
