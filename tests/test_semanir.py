@@ -293,9 +293,17 @@ def test_backends_agree_on_whole_models(name, shape):
     assert outs["mask"][0].shape == (shape[0], shape[1], shape[2] * scale, shape[3] * scale)
 
 
+@pytest.fixture
+def fresh_fused_state(monkeypatch):
+    """The fused path as in a new process: nothing compiled, nothing failed."""
+    state = {"scores": None, "weighted_sum": None, "failed": False, "backward": False}
+    monkeypatch.setattr(semanir, "_FUSED_STATE", state)
+    return state
+
+
 def test_fused_backend_matches_mask(tiny_sr, monkeypatch):
-    """The compiled path, outputs and input gradients (about 35 s on 2 cores when the compiler cache is
-    cold: the backward compiles separately)."""
+    """The compiled path, outputs, input and parameter gradients (about 35 s on 2 cores when the compiler
+    cache is cold: the backward compiles separately)."""
     x = torch.rand(1, 3, 32, 32)  # 4 windows of 16 x 16
     with torch.no_grad():
         ref = tiny_sr(x, k=9, backend="mask")
@@ -303,21 +311,47 @@ def test_fused_backend_matches_mask(tiny_sr, monkeypatch):
     grads = {}
     for backend in ("mask", "fused"):
         xi = x.clone().requires_grad_()
+        tiny_sr.zero_grad()
         tiny_sr(xi, k=9, backend=backend).square().mean().backward()
-        grads[backend] = xi.grad
+        grads[backend] = [xi.grad] + [p.grad.clone() for p in tiny_sr.parameters()]
+    tiny_sr.zero_grad()
     monkeypatch.setattr(semanir, "FUSED_CHUNK_BYTES", 1)  # one window per chunk
     with torch.no_grad():
         chunked = tiny_sr(x, k=9, backend="fused")
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(chunked, ref, rtol=0, atol=1e-5)
-    torch.testing.assert_close(grads["fused"], grads["mask"], rtol=0, atol=1e-5)
+    for fused, mask in zip(grads["fused"], grads["mask"], strict=True):  # parameters' sum over tokens
+        torch.testing.assert_close(fused, mask, rtol=0, atol=1e-5 * max(1.0, mask.abs().max().item()))
     assert semanir.fused_available()
 
 
-def test_a_compiler_that_fails_falls_back_to_gather(monkeypatch):
+class _FailingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("no C++ compiler for the backward")
+
+
+def test_a_backward_that_fails_to_compile_falls_back_to_gather(monkeypatch, fresh_fused_state):
+    """Autograd compiles the backward at the first .backward(), where the fallback could not catch it:
+    the fused path compiles it at once, inside the fallback, so training goes on with `gather`."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: lambda *a: _FailingBackward.apply(fn(*a)))
+    attn, x, dictionary = _attention_case((8, 8), 16)
+    with pytest.warns(UserWarning, match="fused attention unavailable"):
+        out, grads = _run(attn, x, dictionary, "fused")
+    ref, ref_grads = _run(attn, x, dictionary, "gather")
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert not semanir.fused_available()
+
+
+def test_a_compiler_that_fails_falls_back_to_gather(monkeypatch, fresh_fused_state):
     """torch.compile itself can raise (e.g. on a Python it does not support): `fused` then warns once,
     runs `gather`, and `auto` stops choosing it."""
-    monkeypatch.setattr(semanir, "_FUSED_STATE", {"scores": None, "weighted_sum": None, "failed": False})
 
     def no_compiler(*args, **kwargs):
         raise RuntimeError("torch.compile is not supported here")
@@ -333,10 +367,9 @@ def test_a_compiler_that_fails_falls_back_to_gather(monkeypatch):
     assert choose_backend(1024, 64, backward=False, **cpu) == "mask"
 
 
-def test_shape_only_runs_never_compile_the_fused_path(tiny_sr, monkeypatch):
+def test_shape_only_runs_never_compile_the_fused_path(tiny_sr, fresh_fused_state):
     """A meta-device forward (MAC counting) compiling the fused path left dynamo running it uncompiled
     for real inputs afterwards (20x slower); it must take the eager path and leave no compiled state."""
-    monkeypatch.setattr(semanir, "_FUSED_STATE", {"scores": None, "weighted_sum": None, "failed": False})
     meta = copy.deepcopy(tiny_sr).to("meta")
     with torch.no_grad():
         out = meta(torch.empty(1, 3, 32, 32, device="meta"), k=9, backend="fused")

@@ -224,7 +224,7 @@ def _fused_weighted_sum(probs: torch.Tensor, v: torch.Tensor, index: torch.Tenso
 # (unchunked, 1.6 GB at k = 256 on a 512x512 map). Two compiled kernels with the softmax between them,
 # in the layouts each is fastest in: compiled as one function, the softmax ran over a strided axis and
 # did not scale to two threads (docs/semanir.md).
-_FUSED_STATE: dict[str, object] = {"scores": None, "weighted_sum": None, "failed": False}
+_FUSED_STATE: dict[str, object] = {"scores": None, "weighted_sum": None, "failed": False, "backward": False}
 
 
 def fused_available() -> bool:
@@ -254,14 +254,22 @@ def fused_attention(
                 _FUSED_STATE["weighted_sum"] = torch.compile(_fused_weighted_sum, dynamic=None)
             bias_table = table.to(q.dtype)
 
-            def attend(qc, kc, vc, index, rows):
+            def attend(qc, kc, vc, index, rows, bias_table=bias_table):
                 scores = _FUSED_STATE["scores"](qc, kc, bias_table, index, rows)
                 probs = scores.softmax(-1).transpose(2, 3).contiguous()  # (c, N, k, h)
                 return _FUSED_STATE["weighted_sum"](probs, vc, index)
 
             _, n, h, _ = q.shape
             step = max(1, FUSED_CHUNK_BYTES // (n * h * dictionary.k * q.element_size()))
-            return _by_windows(attend, step, q, k, v, dictionary.index, dictionary.bias_rows())
+            tensors = (q, k, v, dictionary.index, dictionary.bias_rows())
+            needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias_table))
+            if needs_grad and not _FUSED_STATE["backward"]:
+                # Autograd compiles the backward at the first .backward(), outside this try: compile
+                # it now on detached copies of the first chunk (the shapes the real call reuses).
+                probe = [t[:step].detach().requires_grad_(t.requires_grad) for t in tensors]
+                attend(*probe, bias_table.detach().requires_grad_(bias_table.requires_grad)).sum().backward()
+                _FUSED_STATE["backward"] = True
+            return _by_windows(attend, step, *tensors)
         except Exception as err:  # any compiler failure means: use the eager path
             _FUSED_STATE["failed"] = True
             warnings.warn(
