@@ -106,7 +106,8 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
         draw.text((p * panel + 20, 50), f"{kind} {size}x{size}: median latency (s)", fill="black", font=big)
         for i, r in enumerate(sub):
             y = 80 + i * height_per
-            label = r["model"].removesuffix("-sr-x2") + (f" k={r['k']}" if r["k"] else "")
+            variant = r["model"].removesuffix("-sr-x2").replace("-sr-x2-", " ")  # "semanir-s whole"
+            label = variant + (f" k={r['k']}" if r["k"] else "")
             color = (150, 150, 150) if r["model"] == BASELINE else (31, 119, 180)
             if r["model"].startswith("hiir"):
                 color = (214, 39, 40)
@@ -117,6 +118,12 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
                 (left + w + 6, y + 9), f"{r['median_ms'] / 1000:.2f}", fill="black", font=font, anchor="lm"
             )
     img.save(path)
+
+
+def write_chart(data: dict) -> None:
+    machine = data["machine"]
+    title = f"Inference latency, {machine['cpu']}, {machine['threads']} threads, fp32"
+    bar_chart(data["rows"], REPO / "docs" / "models.png", title)
 
 
 def _row(r: dict, peak: float) -> str:
@@ -303,12 +310,16 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--markdown-only", action="store_true", help="rewrite BENCHMARKS.md from the JSON files"
+        "--markdown-only",
+        action="store_true",
+        help="measure nothing: rewrite BENCHMARKS.md and docs/models.png from the JSON files",
     )
     args = parser.parse_args()
     out = RESULTS / "models.json"
     if args.markdown_only:
-        write_markdown(json.loads(out.read_text()))
+        data = json.loads(out.read_text())
+        write_chart(data)
+        write_markdown(data)
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -332,11 +343,7 @@ def main() -> int:
     data["matmul_peak_gflops"] = max(data["matmul_peak_runs"])
     write_text(out, json.dumps(data, indent=1) + "\n")
     rows = data["rows"]
-    bar_chart(
-        rows,
-        REPO / "docs" / "models.png",
-        f"Inference latency, {machine['cpu']}, {machine['threads']} threads, fp32",
-    )
+    write_chart(data)
     write_markdown(data)
     print("\n".join(models_section(data)))
     print(f"median of medians: {statistics.median(r['median_ms'] for r in rows):.0f} ms", file=sys.stderr)
