@@ -301,9 +301,10 @@ def fresh_fused_state(monkeypatch):
     return state
 
 
-def test_fused_backend_matches_mask(tiny_sr, monkeypatch):
+def test_fused_backend_matches_mask(tiny_sr, monkeypatch, fresh_fused_state):
     """The compiled path, outputs, input and parameter gradients (about 35 s on 2 cores when the compiler
-    cache is cold: the backward compiles separately)."""
+    cache is cold: the backward compiles separately), from a fresh state so that the first call with
+    autograd compiles the backward on its detached copies (which must leave no gradient behind)."""
     x = torch.rand(1, 3, 32, 32)  # 4 windows of 16 x 16
     with torch.no_grad():
         ref = tiny_sr(x, k=9, backend="mask")
