@@ -226,9 +226,27 @@ def test_mismatched_pair_and_broken_image_are_reported_and_the_rest_scored(capsy
     )
     captured = capsys.readouterr()
     result = json.loads(captured.out)
-    assert [r["name"] for r in result["per_image"]] == ["a"] and result["psnr"] == float("inf")
+    assert [r["name"] for r in result["per_image"]] == ["a"] and result["psnr"] is None  # inf: identical
     assert len(result["failed"]) == 2
     assert "b.png" in captured.err and "does not match" in captured.err and "c.png" in captured.err
+
+
+def test_an_image_too_small_to_score_fails_alone(capsys, tmp_path):
+    """SSIM needs 11 x 11 pixels and SR shaves a border: a smaller image in a set is reported by name,
+    the others are scored (it used to stop the whole run with a traceback)."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "Mixed").mkdir()
+    for name, size in (("big", (24, 32)), ("tiny", (5, 7))):
+        cv2.imwrite(str(tmp_path / "Mixed" / f"{name}.png"), rng.integers(0, 256, size, dtype=np.uint8))
+    args = ["test", "--model", "identity", "--task", "denoise", "--sigma", "25", "--dataset", "Mixed"]
+    assert main([*args, "--data-root", str(tmp_path), "--json"]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert [r["name"] for r in result["per_image"]] == ["big"] and 5 < result["psnr"] < 30
+    assert result["failed"] == [
+        f"{tmp_path / 'Mixed' / 'tiny.png'}: SSIM needs at least 11 x 11 pixels after cropping, got (5, 7)"
+    ]
+    assert "Traceback" not in captured.err and "tiny.png" in captured.err
 
 
 def test_unpaired_folders_are_refused(tmp_path):
@@ -251,7 +269,8 @@ def test_degrade_then_metrics_round_trip(capsys, data_root, tmp_path):
         (golden / f.name.replace("x4", "")).symlink_to(f)
     assert main(["metrics", str(out), str(golden), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert len(report["per_image"]) == 5 and report["psnr"] == float("inf") and report["ssim"] == 1.0
+    assert len(report["per_image"]) == 5 and report["ssim"] == 1.0
+    assert report["psnr"] is None and {r["psnr"] for r in report["per_image"]} == {None}  # inf: not JSON
 
 
 def test_metrics_command_on_single_files_with_y_and_crop(capsys, tmp_path):

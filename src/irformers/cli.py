@@ -30,6 +30,20 @@ def _numbers(text: str | None, kind: Callable[[str], float | int]) -> list:
         raise UsageError(f"cannot read '{text}' as a comma-separated list of numbers") from err
 
 
+def _print_json(data: object, indent: int | None = 1) -> None:
+    """Standard JSON, which jq, JavaScript and Go all parse: a non-finite score (the PSNR of identical
+    images, the mean over no scored image) is null, not Python's Infinity / NaN."""
+
+    def finite(x: object) -> object:
+        if isinstance(x, float):
+            return x if np.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        return [finite(v) for v in x] if isinstance(x, list | tuple) else x
+
+    print(json.dumps(finite(data), indent=indent, allow_nan=False))
+
+
 def _progress(enabled: bool, desc: str) -> Callable:
     if not enabled:
         return iter
@@ -172,7 +186,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                     failed += len(result["failed"])
                     results.append(result)
     if args.json:
-        print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
+        _print_json(results[0] if len(results) == 1 else results)
     else:
         print(format_table(results))
     for result in results:
@@ -483,7 +497,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         for key in ("psnr", "ssim", "psnr_b")
     }
     if args.json:
-        print(json.dumps({**summary, "crop": args.crop, "y": args.y, "per_image": rows, "failed": failures}))
+        _print_json({**summary, "crop": args.crop, "y": args.y, "per_image": rows, "failed": failures}, None)
     else:
         for r in rows:
             print(f"{r['name']}: PSNR {r['psnr']:.4f} dB  SSIM {r['ssim']:.4f}  PSNR-B {r['psnr_b']:.4f} dB")

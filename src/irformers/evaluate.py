@@ -204,7 +204,11 @@ def evaluate(
                 raise ImageError(
                     f"{sample.target}: model output {output.shape} does not match the target {target.shape}"
                 )
-            per_image.append({"name": sample.name, **score(output, target, deg)})
+            try:
+                scores = score(output, target, deg)
+            except ValueError as err:  # an image too small for the conventions' border crop or SSIM
+                raise ImageError(f"{sample.target}: {err}") from None
+            per_image.append({"name": sample.name, **scores})
             if save_dir is not None:
                 level = deg.label.replace(" ", "-")  # one folder per level: --sigma 15,25,50 keeps all three
                 write_image(save_dir / dataset.name / level / f"{sample.name}.png", output)
