@@ -126,3 +126,25 @@ def test_recipes_load_and_their_models_fit_their_data(recipe):
     with torch.device("meta"):  # the papers' models, without the memory or the initialisation time
         model = build_model_from_config(cfg.model)
     check_model_fits(model, cfg)
+
+
+@pytest.mark.parametrize(
+    "preset, key, value, message",
+    [
+        ("semanir-t-sr-x2", "k", 0, "k must be a whole number >= 1, got 0"),
+        ("semanir-t-sr-x2", "window_size", -1, "window_size must be a whole number >= 1"),
+        ("semanir-t-sr-x2", "num_heads", 0, "num_heads must be a whole number >= 1"),
+        ("semanir-t-sr-x2", "depths", [], "depths is empty"),
+        ("semanir-t-sr-x2", "depths", [2, 0], "depths must be whole numbers >= 1, got [2, 0]"),
+        ("semanir-t-sr-x2", "drop_path", 2.0, "drop_path must be in [0, 1), got 2.0"),
+        ("semanir-t-sr-x2", "mlp_ratio", -1.0, "mlp_ratio must be > 0"),
+        ("hiir-t-denoise-color", "region_size", [32, 16, 0, 4], "region_size must be whole numbers >= 1"),
+        ("hiir-t-sr-x2", "dim", 0, "dim must be a whole number >= 1, got 0"),
+    ],
+)
+def test_model_values_out_of_range_are_one_line_errors_before_training(preset, key, value, message):
+    """They used to pass --check and fail deep in a layer, or (k = 0) only at the validation after training,
+    losing the run."""
+    with pytest.raises(ConfigError) as info:
+        build_model_from_config({"preset": preset, key: value})
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -60,6 +60,47 @@ UNET_DEFAULTS = {
 }
 
 
+# The least whole number each size-like config key may be (lists entry by entry; None = not used). Checked
+# when the model is built, so that a recipe's `--check` catches what would otherwise fail deep in a layer,
+# or, for k, only at the validation after training.
+LEAST = {
+    "in_channels": 1,
+    "out_channels": 1,
+    "dim": 1,
+    "dims": 1,
+    "depths": 1,
+    "decoder_depths": 1,
+    "refinement_depth": 0,
+    "num_heads": 1,
+    "window_size": 1,
+    "region_size": 1,
+    "k": 1,
+    "upsampler_features": 1,
+    "cpb_hidden": 1,
+    "l3_max_regions": 1,
+}
+
+
+def check_ranges(arch: str, cfg: dict) -> None:
+    """One-line ValueError naming the first config value out of its range."""
+    for key, least in LEAST.items():
+        value = cfg.get(key)
+        entries = value if isinstance(value, list | tuple) else [value]
+        if key == "depths" and not entries:
+            raise ValueError(f"{arch} config: depths is empty; give at least one stage")
+        for v in entries:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
+                what = "whole numbers" if entries is value else "a whole number"
+                raise ValueError(f"{arch} config: {key} must be {what} >= {least}, got {value!r}")
+    for key, ok, what in (
+        ("mlp_ratio", lambda v: v > 0, "> 0"),
+        ("memory_mb", lambda v: v > 0, "> 0"),
+        ("drop_path", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ):
+        if key in cfg and not (isinstance(cfg[key], int | float) and ok(cfg[key])):
+            raise ValueError(f"{arch} config: {key} must be {what}, got {cfg[key]!r}")
+
+
 def _per_stage(value: int | Sequence[int], n: int, name: str) -> list[int]:
     if isinstance(value, int):
         return [value] * n
@@ -257,6 +298,7 @@ class FramedModel(nn.Module):
         if unknown:
             raise ValueError(f"{self.arch} config: unknown keys {sorted(unknown)}")
         self.config = cfg = {**defaults, **config}
+        check_ranges(self.arch, cfg)
         multiple = self.size_multiple(cfg)
         unet = layout == "unet"
         # layer counts in stage-index order (U-Net: encoders, bottleneck, decoders 2..0, refinement)
