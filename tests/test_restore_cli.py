@@ -160,6 +160,26 @@ def test_folders_name_the_files_they_skip_and_tile_0_is_one_pass(tmp_path, weigh
     assert "--tile -16: expected a number of pixels" in capsys.readouterr().err
 
 
+def test_a_tile_is_rounded_to_the_grid_and_one_too_small_to_overlap_is_named(tmp_path, weights, capsys):
+    """A one-step tile cannot overlap its neighbours (seams); the report names the tile that ran, and an
+    overlap that leaves no stride is refused before any image (it used to fail each image)."""
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((40, 40, 3), np.uint8))
+    argv = ["restore", str(image), "-o", str(tmp_path / "out"), "--model", str(weights)]
+    assert main([*argv, "--tile", "5"]) == 0  # this model's grid: 8 px
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "note: --tile 5 runs as 8 (tiles are multiples of 8 px here)",
+        "note: 8-pixel tiles cannot overlap (their starts are multiples of 8 px), so seams may show; "
+        "--tile 16 or more overlaps them",
+    ]
+    assert "tile 8)" in captured.out
+    assert main([*argv, "--tile", "16", "--suffix", "_b"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*argv, "--tile", "16", "--tile-overlap", "16", "--suffix", "_c"]) == 2
+    assert "--tile-overlap 16 leaves no stride in a 16-pixel tile" in _one_error_line(capsys)
+
+
 def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err

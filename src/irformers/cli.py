@@ -91,6 +91,33 @@ def _note_k_beyond_windows(model, k: int | None, label: str) -> None:
         )
 
 
+def _settle_tile(model, restorer) -> None:
+    """An explicit --tile becomes the tile that runs (rounded to the model's grid, so reports name it),
+    refused at once if the overlap asked leaves no stride; notes a rounded tile, and one too small to
+    overlap its neighbours."""
+    from irformers.inference import plan_tiles, tile_grid
+
+    if not isinstance(restorer.tile, int):
+        return
+    try:
+        tile, overlap = plan_tiles(model, 1 << 20, 1 << 20, restorer.tile, restorer.overlap)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    grid = tile_grid(model)
+    if tile != restorer.tile:
+        print(
+            f"note: --tile {restorer.tile} runs as {tile} (tiles are multiples of {grid} px here)",
+            file=sys.stderr,
+        )
+    if overlap == 0:
+        print(
+            f"note: {tile}-pixel tiles cannot overlap (their starts are multiples of {grid} px), so seams "
+            f"may show; --tile {2 * grid} or more overlaps them",
+            file=sys.stderr,
+        )
+    restorer.tile = tile
+
+
 def _load_model(args: argparse.Namespace):
     """The model of ``--model`` (preset, weights file, or foreign file with ``--arch``) and its restorer."""
     from irformers.engine.checkpoint import CheckpointError
@@ -112,6 +139,7 @@ def _load_model(args: argparse.Namespace):
     except (CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from err
     _note_k_beyond_windows(model, args.k, args.model)
+    _settle_tile(model, restorer)
     if model.random_init:
         print(
             f"WARNING: {args.model} has random weights (--allow-random-init): smoke tests only, "
@@ -333,7 +361,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     print(
         f"restored {written} of {len(paths)} images into {args.output} with {model_label(model, args.model)} "
         f"({restorer.device.type}, {str(restorer.dtype).removeprefix('torch.')}, "
-        f"{'whole images' if restorer.tile is None else f'tile {args.tile}'})"
+        f"{'whole images' if restorer.tile is None else f'tile {restorer.tile}'})"
     )
     for message in failures:
         print(f"failed: {message}", file=sys.stderr)
