@@ -313,6 +313,17 @@ def test_degrade_keeps_going_past_a_16_bit_image(capsys, tmp_path):
     assert "b.png: only 8-bit images" in captured.err
 
 
+def test_degrade_names_what_is_wrong_with_its_input_folder(capsys, tmp_path):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
+    for src, problem in (
+        (image, "not a folder (degrade reads a folder of images)"),
+        (tmp_path / "x", "no such"),
+    ):
+        assert main(["degrade", "--task", "denoise", "--sigma", "25", str(src), str(tmp_path / "out")]) == 2
+        assert f"{src}: {problem}" in capsys.readouterr().err
+
+
 def test_degrade_never_writes_over_its_inputs(capsys, tmp_path):
     """Into its own folder, and a.jpg beside a.png: both refused by name, the originals untouched."""
     cv2.imwrite(str(tmp_path / "a.png"), np.full((16, 16, 3), 128, np.uint8))

@@ -254,6 +254,13 @@ def test_model_loading_resolves_presets_files_and_foreign_weights(tmp_path):
         load_model("no-such-model")
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "missing.safetensors")
+    run = tmp_path / "run"  # a training run's folder: the message names the file inside
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=r"run: a folder, not a weights file; pass the file$"):
+        load_model(run)
+    (run / "model.safetensors").touch()
+    with pytest.raises(CheckpointError, match=r"this run folder's: .*run/model\.safetensors\)$"):
+        load_model(run)
 
     torch.manual_seed(0)
     model = build_model("baseline-t-sr-x2")

@@ -450,7 +450,8 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     indir, outdir = Path(args.indir), Path(args.outdir)
     if not indir.is_dir():
-        raise UsageError(f"{indir}: input folder does not exist")
+        problem = "not a folder (degrade reads a folder of images)" if indir.exists() else "no such folder"
+        raise UsageError(f"{indir}: {problem}")
     _check_output_folder(outdir, "the output folder")
     images = _images_in(indir)
     if not images:

@@ -88,6 +88,10 @@ def load_model(
                 f"{spec}: no trained weights ship for this preset yet; pass --model FILE.safetensors "
                 f"(weights you trained), or --allow-random-init for smoke tests only"
             )
+    elif path.is_dir():
+        run_weights = path / "model.safetensors"  # what `irformers train` writes into its run folder
+        hint = f" (this run folder's: {run_weights})" if run_weights.is_file() else ""
+        raise CheckpointError(f"{path}: a folder, not a weights file; pass the file{hint}")
     elif path.suffix in WEIGHTS_SUFFIXES or len(path.parts) > 1:
         raise CheckpointError(f"{path}: no such file")
     else:
