@@ -74,6 +74,11 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
         ("train.steps", "expected key.sub=value"),
         ("model={}", "model: give model.preset"),
         ("val.k=0", "val.k: must be > 0, got 0"),
+        ("data.patch_size=0", "data.patch_size: must be > 0, got 0"),  # not the implicit progressive.0
+        (
+            "data.progressive=[{start: 0, patch_size: 8, batch_size: 0}]",
+            "data.progressive.0.batch_size: must",
+        ),
     ],
 )
 def test_bad_configs_are_one_line_errors_naming_the_key(recipe, override, message):

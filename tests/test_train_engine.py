@@ -305,6 +305,7 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
     assert "upscales x2 but the data asks for x3" in _cli_error(tmp_path, capsys, raw, "data.scale=3")
     gray = _cli_error(tmp_path, capsys, raw, "data.gray=true")
     assert "takes 3 and gives 3 channels, but task 'sr' gray data gives 1" in gray
+    assert gray.endswith("(choose a gray preset, or data.gray: false)")  # not "set data.gray": it is set
     assert "no such folder" in _cli_error(tmp_path, capsys, raw, "data.train=[nowhere]")
     assert "unknown dataset 'Set0'" in _cli_error(tmp_path, capsys, raw, "val.sets=[Set0]")
     assert "no training state to resume from" in _cli_error(tmp_path, capsys, raw, "--resume", str(tmp_path))

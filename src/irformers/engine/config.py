@@ -341,9 +341,11 @@ def check(cfg: Config) -> None:
     for i, source in enumerate(d.train):
         _positive(source.weight, f"data.train.{i}.weight")
         source_degrade(d, source, f"data.train.{i}")
+    implicit = not d.progressive or d.progressive[0].start > 0  # stages() put data's own first
     for i, stage in enumerate(stages(d)):
-        _positive(stage.patch_size, f"data.progressive.{i}.patch_size")
-        _positive(stage.batch_size, f"data.progressive.{i}.batch_size")
+        where = "data" if implicit and i == 0 else f"data.progressive.{i - implicit}"
+        _positive(stage.patch_size, f"{where}.patch_size")
+        _positive(stage.batch_size, f"{where}.batch_size")
     starts = [s.start for s in d.progressive]
     if starts != sorted(set(starts)) or any(s < 0 for s in starts):
         raise ConfigError(f"data.progressive: stage starts must be increasing steps >= 0, got {starts}")

@@ -120,10 +120,17 @@ def check_model_fits(model: nn.Module, cfg: Config) -> None:
         deg = source_degrade(cfg.data, source, f"data.train.{i}")
         channels = (1 if deg.gray or deg.task == "demosaic" else 3, 1 if deg.gray else 3)
         if (d.in_channels, d.out_channels) != channels:
+            if deg.task == "demosaic":
+                fix = "choose a demosaicking preset: 1 channel in, 3 out"
+            else:
+                fix = (
+                    "choose a gray preset, or data.gray: false"
+                    if deg.gray
+                    else "data.gray: true, or a color preset"
+                )
             raise ConfigError(
                 f"model: takes {d.in_channels} and gives {d.out_channels} channels, but task '{deg.task}'"
-                f"{' gray' if deg.gray else ''} data gives {channels[0]} and expects {channels[1]} "
-                f"(set data.gray, or choose a {'gray' if channels[0] == 1 else 'color'} preset)"
+                f"{' gray' if deg.gray else ''} data gives {channels[0]} and expects {channels[1]} ({fix})"
             )
         scale = deg.scale if deg.task == "sr" else 1
         if d.scale != scale:
