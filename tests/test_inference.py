@@ -247,7 +247,11 @@ def test_k_is_passed_to_semanir_and_refused_elsewhere():
 def test_model_loading_resolves_presets_files_and_foreign_weights(tmp_path):
     with pytest.raises(CheckpointError, match="--model FILE"):
         load_model("semanir-t-sr-x3")  # a preset that ships no weights
+    first, again = (load_model("semanir-t-sr-x3", allow_random_init=True).state_dict() for _ in range(2))
+    assert all(torch.equal(first[key], again[key]) for key in first)  # smoke-test figures repeat
     assert irformers.load_model("semanir-t-sr-x3", allow_random_init=True).random_init
+    with pytest.raises(CheckpointError, match="--arch hiir-t-sr-x2: names the network of a weights file"):
+        load_model("semanir-t-sr-x2", arch="hiir-t-sr-x2")  # was ignored
     shipped = load_model("semanir-t-sr-x2")  # the package's weights, by name
     assert not shipped.random_init and shipped.metadata["preset"] == "semanir-t-sr-x2"
     with pytest.raises(CheckpointError, match="neither a weights file nor a preset"):

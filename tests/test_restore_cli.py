@@ -135,6 +135,18 @@ def test_ext_suffix_and_globs(tmp_path, weights, capsys):
     argv = ["restore", str(folder / "b.png"), "-o", str(folder), "--model", str(weights)]
     assert main([*argv, "--suffix", ""]) == 1
     assert "b.png: output b.png would overwrite an input" in capsys.readouterr().err
+    escape = [
+        "restore",
+        str(folder / "b.png"),
+        "-o",
+        str(out),
+        "--model",
+        str(weights),
+        "--suffix",
+        "/../../x",
+    ]
+    assert main(escape) == 2  # it wrote ../../x.png outside -o
+    assert "--suffix /../../x: a suffix goes into file names" in _one_error_line(capsys)
     assert main(["restore", str(folder / "nothing*.png"), "-o", str(out), "--model", str(weights)]) == 2
     assert "nothing*.png: no file matches the pattern" in _one_error_line(capsys)
     assert main(["restore", str(folder / "*.txt"), "-o", str(out), "--model", str(weights)]) == 2

@@ -337,6 +337,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if ext not in MAX_BIT_DEPTH:
             raise UsageError(f"--ext {args.ext}: choose from {', '.join(e[1:] for e in MAX_BIT_DEPTH)}")
         args.ext = ext
+    if args.suffix is not None and ("/" in args.suffix or "\\" in args.suffix):
+        raise UsageError(
+            f"--suffix {args.suffix}: a suffix goes into file names; use -o to choose the folder"
+        )
     paths = _expand_inputs(args.inputs)
     _check_output_folder(Path(args.output), "-o")
     model, restorer = _load_model(args)

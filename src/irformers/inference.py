@@ -58,8 +58,9 @@ def load_model(
     """A model in eval mode from a preset name (its bundled weights), an irformers ``.safetensors``
     file (self-describing), or a foreign weights file loaded into preset ``arch`` through the converter.
 
-    ``allow_random_init`` builds a preset that ships no weights untrained (smoke tests, benchmarks);
-    such a model has ``model.random_init = True``. Errors are ``CheckpointError`` with one line.
+    ``allow_random_init`` builds a preset that ships no weights untrained (smoke tests, benchmarks), from
+    seed 0, so runs repeat; such a model has ``model.random_init = True``. Errors are ``CheckpointError``
+    with one line.
     """
     path = Path(spec)
     if arch is not None and arch not in PRESETS:
@@ -77,11 +78,15 @@ def load_model(
             model = load_weights(build_model(arch), path)
             model.metadata = {"preset": arch, "source": str(path)}
     elif str(spec) in PRESETS:
+        if arch is not None:
+            raise CheckpointError(f"--arch {arch}: names the network of a weights file; {spec} is a preset")
         weights = bundled_weights(str(spec))
         if weights is not None:
             model = model_from_file(weights)
         elif allow_random_init:
-            model = build_model(str(spec))
+            with torch.random.fork_rng():  # the same weights every run, the caller's RNG untouched
+                torch.manual_seed(0)
+                model = build_model(str(spec))
             model.random_init = True
         else:
             raise CheckpointError(
