@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from irformers.cli import main
 from irformers.data.io import TEMP_GLOB, write_image
@@ -79,6 +80,21 @@ def _train(raw: dict) -> dict:
 
 def _state(tmp_path: Path, name: str) -> dict:
     return load_training_state(tmp_path / "runs" / name / "train_state.pt")
+
+
+def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
+    """Same recipe (another stop_at): silent. Changed: one note naming each change. Nothing to do: the
+    run folder keeps the recipe it was trained with."""
+    no_val = {"sets": []}
+    _train(_raw_config(tmp_path, val=no_val, run={"stop_at": 3}))
+    _train(_raw_config(tmp_path, val=no_val))
+    assert "note:" not in capsys.readouterr().err
+    _train(_raw_config(tmp_path, val=no_val, train={"steps": 4, "lr": 5e-4}))
+    err = capsys.readouterr().err
+    assert "resumes at step 6 with a changed recipe: train.lr: 0.001 -> 0.0005; train.steps: 6 -> 4" in err
+    assert "nothing to do, the run is at step 6 of 4" in err
+    saved = yaml.safe_load((tmp_path / "runs" / "run" / "config.yaml").read_text())["train"]
+    assert (saved["steps"], saved["lr"]) == (6, 1e-3)
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):

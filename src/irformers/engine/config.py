@@ -396,6 +396,23 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"run.name: must be a non-empty folder name, got {cfg.run.name!r}")
 
 
+def recipe_changes(saved: Path, cfg: Config) -> list[str]:
+    """`key: old -> new` for each setting of `cfg` that differs from the config saved at `saved` (a run
+    resumed with another recipe; run.resume and run.stop_at are per session)."""
+
+    def flat(tree: object, prefix: str = "") -> dict:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+
+    old, new = flat(yaml.safe_load(saved.read_text())), flat(cfg.to_dict())
+    return [
+        f"{key.rstrip('.')}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key) and key.rstrip(".") not in ("run.resume", "run.stop_at")
+    ]
+
+
 def save_config(cfg: Config, path: Path) -> None:
     """The resolved config, next to the run, so the run can be repeated exactly."""
     from irformers.data.io import write_text

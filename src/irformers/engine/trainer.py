@@ -51,6 +51,7 @@ from irformers.engine.config import (
     DEGRADE_KEYS,
     Config,
     ConfigError,
+    recipe_changes,
     save_config,
     source_degrade,
     stages,
@@ -432,7 +433,6 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in [*self.run_dir.glob(TEMP_GLOB), *self.run_dir.glob(f"snapshots/{TEMP_GLOB}")]:
                 stale.unlink(missing_ok=True)  # left by a run killed while writing
-            save_config(cfg, self.run_dir / CONFIG_FILE)
 
         model = self.model.to(device)
         self.ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
@@ -452,6 +452,17 @@ class Trainer:
             self.resume_state = None  # the optimizer holds its own copies now
         stop = min(t.steps, cfg.run.stop_at or t.steps)
         start = self.step
+        saved = self.run_dir / CONFIG_FILE
+        if info.is_main and self.resume_from is not None and saved.is_file():
+            changes = "; ".join(recipe_changes(saved, cfg))
+            if changes:
+                print(
+                    f"note: {self.run_dir} resumes at step {start} with a changed recipe: {changes} "
+                    f"(run.resume=never starts afresh)",
+                    file=sys.stderr,
+                )
+        if info.is_main and stop > start:  # "nothing to do" keeps the recipe the run was trained with
+            save_config(cfg, saved)
 
         loader = make_loader(
             cfg.data,
