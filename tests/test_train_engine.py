@@ -17,7 +17,7 @@ import yaml
 from irformers.cli import main
 from irformers.data.io import TEMP_GLOB, write_image
 from irformers.engine.checkpoint import load_training_state, model_from_file, read_metadata
-from irformers.engine.config import config_from_dict
+from irformers.engine.config import ConfigError, config_from_dict
 from irformers.engine.trainer import EMA, Trainer, build_model_from_config, enable_grad_checkpointing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +95,11 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     assert "nothing to do, the run is at step 6 of 4" in err
     saved = yaml.safe_load((tmp_path / "runs" / "run" / "config.yaml").read_text())["train"]
     assert (saved["steps"], saved["lr"]) == (6, 1e-3)
+    with pytest.raises(ConfigError) as info:  # another network: refused, naming the first mismatch
+        _train(_raw_config(tmp_path, val=no_val, model={"dim": 16}))
+    assert "train_state.pt does not fit this model (size mismatch for frame.conv_first.weight" in str(
+        info.value
+    )
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):

@@ -374,9 +374,10 @@ class Trainer:
             try:
                 self.model.load_state_dict(self.resume_state["model"])
             except RuntimeError as err:
-                first = str(err).strip().splitlines()[0]
+                lines = str(err).strip().splitlines()  # a header, then one line per mismatched key
+                first = lines[1].strip() if len(lines) > 1 else lines[0]
                 raise ConfigError(
-                    f"run.resume: {self.resume_from} does not fit this model ({first})"
+                    f"run.resume: {self.resume_from} does not fit this model ({first}); was model.* changed?"
                 ) from None
 
     # ---- checks before training
