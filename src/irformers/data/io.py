@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -251,6 +252,14 @@ def _quiet_opencv() -> Iterator[None]:
         cv2.utils.logging.setLogLevel(level)
 
 
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    # Pillow warns without the file's name (e.g. "Corrupt EXIF data"); failures are ImageErrors, one line.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
 def _quantise(path: Path, arr: np.ndarray, bit_depth: int, what: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         return to_uint(arr, bit_depth)
@@ -286,7 +295,7 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise _error(path, "not an image in a supported format (PNG, JPEG, TIFF, BMP or WebP)")
 
     try:
-        with Image.open(BytesIO(data)) as im:
+        with _quiet_pillow(), Image.open(BytesIO(data)) as im:
             gray = Image.getmodebase(im.mode) == "L"
             # OpenCV's TIFF decoder applies tag 274 itself; the others' orientation is applied below.
             orientation = exif_orientation(im) if fmt != "TIFF" else 1

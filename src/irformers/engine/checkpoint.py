@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -99,6 +100,14 @@ def check_weights_suffix(path: Path) -> None:
         raise CheckpointError(f"{path}: not a weights file (expected {', '.join(WEIGHTS_SUFFIXES)})")
 
 
+def _torch_load(path: Path) -> object:
+    """`torch.load` that never runs code from the file; its warnings (e.g. an unusual pickle protocol)
+    are dropped, as what goes wrong is reported in one line naming the file."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file, `.safetensors` or a (weights-only) PyTorch pickle, unconverted."""
     path = Path(path)
@@ -111,7 +120,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{path}: not a readable .safetensors file ({error_line(err)})") from None
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = _torch_load(path)
     except pickle.UnpicklingError:  # torch's message is a page of advice; the verdict fits one line
         raise CheckpointError(
             f"{path}: refused: not a plain weights file (loading it would need to run code) or damaged"
@@ -209,7 +218,7 @@ def load_training_state(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such training state file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _torch_load(path)
     except Exception as err:  # damaged, truncated, or a pickle that would need to run code
         raise CheckpointError(f"{path}: not a readable training state ({error_line(err)})") from None
     if not isinstance(state, dict) or "step" not in state:
