@@ -2,12 +2,14 @@
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from irformers import models, profiling
+from irformers.engine.trainer import enable_grad_checkpointing
 from irformers.models import build_model, count_params, get_preset, list_presets, semanir
 from irformers.models.presets import bundled_weights
 from irformers.models.semanir import KSAttention, build_dictionary, choose_backend
@@ -348,6 +350,25 @@ def test_a_backward_that_fails_to_compile_falls_back_to_gather(monkeypatch, fres
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert not semanir.fused_available()
+
+
+def test_the_backward_probe_stays_out_of_gradient_checkpoints(tiny_sr, monkeypatch, fresh_fused_state):
+    """Under train.grad_checkpointing the probe's own graph was recorded by the stage's checkpoint: its
+    backward set off a recomputation inside the forward, and the real backward failed on a tensor count."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # the fused path's graph, uncompiled
+    model = copy.deepcopy(tiny_sr).train()
+    assert enable_grad_checkpointing(model) > 0
+    x = torch.rand(1, 3, 32, 32)
+    grads = {}
+    for backend in ("fused", "mask"):
+        model.zero_grad()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no fallback either
+            model(x, k=9, backend=backend).square().mean().backward()
+        grads[backend] = [p.grad.clone() for p in model.parameters()]
+    for fused, mask in zip(grads["fused"], grads["mask"], strict=True):
+        torch.testing.assert_close(fused, mask, rtol=0, atol=1e-5 * max(1.0, mask.abs().max().item()))
+    assert semanir._FUSED_STATE["backward"] and not semanir._FUSED_STATE["failed"]
 
 
 def test_a_compiler_that_fails_falls_back_to_gather(monkeypatch, fresh_fused_state):

@@ -233,6 +233,19 @@ def fused_available() -> bool:
     return not _FUSED_STATE["failed"] and torch._dynamo.is_dynamo_supported()
 
 
+def _compile_backward_now(
+    attend: Callable[..., torch.Tensor], tensors: tuple, bias_table: torch.Tensor, chunks: set[int]
+) -> None:
+    """Autograd would compile the fused backward at the first .backward(), out of the fallback's reach:
+    run forward and backward now on detached copies of chunks of each size the call will use. Identity
+    saved-tensor hooks keep the probe out of an enclosing gradient checkpoint's bookkeeping."""
+    table = bias_table.detach().requires_grad_(bias_table.requires_grad)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        for size in sorted(chunks - {0}):
+            probe = [t[:size].detach().requires_grad_(t.requires_grad) for t in tensors]
+            attend(*probe, table).sum().backward()
+
+
 def fused_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -254,20 +267,17 @@ def fused_attention(
                 _FUSED_STATE["weighted_sum"] = torch.compile(_fused_weighted_sum, dynamic=None)
             bias_table = table.to(q.dtype)
 
-            def attend(qc, kc, vc, index, rows, bias_table=bias_table):
+            def attend(qc, kc, vc, index, rows, bias_table=bias_table):  # the probe passes a detached table
                 scores = _FUSED_STATE["scores"](qc, kc, bias_table, index, rows)
                 probs = scores.softmax(-1).transpose(2, 3).contiguous()  # (c, N, k, h)
                 return _FUSED_STATE["weighted_sum"](probs, vc, index)
 
-            _, n, h, _ = q.shape
+            b, n, h, _ = q.shape
             step = max(1, FUSED_CHUNK_BYTES // (n * h * dictionary.k * q.element_size()))
             tensors = (q, k, v, dictionary.index, dictionary.bias_rows())
             needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias_table))
             if needs_grad and not _FUSED_STATE["backward"]:
-                # Autograd compiles the backward at the first .backward(), outside this try: compile
-                # it now on detached copies of the first chunk (the shapes the real call reuses).
-                probe = [t[:step].detach().requires_grad_(t.requires_grad) for t in tensors]
-                attend(*probe, bias_table.detach().requires_grad_(bias_table.requires_grad)).sum().backward()
+                _compile_backward_now(attend, tensors, bias_table, chunks={min(step, b), b % step})
                 _FUSED_STATE["backward"] = True
             return _by_windows(attend, step, *tensors)
         except Exception as err:  # any compiler failure means: use the eager path
