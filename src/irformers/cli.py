@@ -99,17 +99,18 @@ def _settle_tile(model, restorer) -> None:
 
     if not isinstance(restorer.tile, int):
         return
+    grid = tile_grid(model)
+    side = max(restorer.tile, grid) + 1  # an image larger than the (rounded) tile is tiled
     try:
-        tile, overlap = plan_tiles(model, 1 << 20, 1 << 20, restorer.tile, restorer.overlap)
+        tile, overlap = plan_tiles(model, side, side, restorer.tile, restorer.overlap)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    grid = tile_grid(model)
     if tile != restorer.tile:
         print(
             f"note: --tile {restorer.tile} runs as {tile} (tiles are multiples of {grid} px here)",
             file=sys.stderr,
         )
-    if overlap == 0:
+    if overlap == 0 and restorer.overlap is None:  # not when no overlap was asked for
         print(
             f"note: {tile}-pixel tiles cannot overlap (their starts are multiples of {grid} px), so seams "
             f"may show; --tile {2 * grid} or more overlaps them",
