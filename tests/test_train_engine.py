@@ -100,6 +100,21 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     assert "train_state.pt does not fit this model (size mismatch for frame.conv_first.weight" in str(
         info.value
     )
+    with pytest.raises(ConfigError) as info:  # a stage more: torch lists every missing key on one line
+        _train(_raw_config(tmp_path, val=no_val, model={"depths": [2, 2]}))
+    assert "(Missing key(s) in state_dict:" in str(info.value) and len(str(info.value)) < 300 + len(
+        str(tmp_path)
+    )
+    # another run resumed into a new one: compared with the recipe that run followed
+    (tmp_path / "runs" / "run" / "config.yaml").write_text("train: [unclosed\n")  # unreadable: no note
+    resume = {"resume": str(tmp_path / "runs" / "run")}
+    _train(_raw_config(tmp_path, "other", val=no_val, train={"steps": 8}, run=resume))
+    assert "changed recipe" not in capsys.readouterr().err
+    resume = {"resume": str(tmp_path / "runs" / "other")}
+    _train(_raw_config(tmp_path, "third", val=no_val, train={"steps": 10}, run=resume))
+    assert (
+        "resumes at step 8 with a changed recipe: train.steps: 8 -> 10 (run.resume" in capsys.readouterr().err
+    )
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):

@@ -396,20 +396,30 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"run.name: must be a non-empty folder name, got {cfg.run.name!r}")
 
 
+# Where and how a session runs, not what it trains: these may differ between the sessions of one run.
+SESSION_KEYS = {"run.name", "run.out_dir", "run.resume", "run.stop_at", "run.device", "run.threads"}
+SESSION_KEYS |= {"data.root", "val.root", "data.num_workers"}
+
+
 def recipe_changes(saved: Path, cfg: Config) -> list[str]:
-    """`key: old -> new` for each setting of `cfg` that differs from the config saved at `saved` (a run
-    resumed with another recipe; run.resume and run.stop_at are per session)."""
+    """`key: old -> new` for each recipe setting of `cfg` that differs from the config saved at `saved`
+    (a run resumed with another recipe); none when `saved` cannot be read."""
 
-    def flat(tree: object, prefix: str = "") -> dict:
+    def flat(tree: object, key: str = "") -> dict:
         if not isinstance(tree, dict):
-            return {prefix: tree}
-        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+            return {key: tree}
+        pairs = (flat(sub, f"{key}.{name}" if key else name) for name, sub in tree.items())
+        return {k: v for pair in pairs for k, v in pair.items()}
 
-    old, new = flat(yaml.safe_load(saved.read_text())), flat(cfg.to_dict())
+    try:
+        old = flat(yaml.safe_load(saved.read_text()))
+    except (OSError, yaml.YAMLError):
+        return []
+    new = flat(cfg.to_dict())
     return [
-        f"{key.rstrip('.')}: {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key) and key.rstrip(".") not in ("run.resume", "run.stop_at")
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted((old.keys() | new.keys()) - SESSION_KEYS)
+        if old.get(key) != new.get(key)
     ]
 
 

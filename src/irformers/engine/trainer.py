@@ -374,8 +374,9 @@ class Trainer:
             try:
                 self.model.load_state_dict(self.resume_state["model"])
             except RuntimeError as err:
-                lines = str(err).strip().splitlines()  # a header, then one line per mismatched key
+                lines = str(err).strip().splitlines()  # a header, then one line per kind of mismatch
                 first = lines[1].strip() if len(lines) > 1 else lines[0]
+                first = first if len(first) <= 160 else first[:157] + "..."  # "Unexpected key(s)" lists all
                 raise ConfigError(
                     f"run.resume: {self.resume_from} does not fit this model ({first}); was model.* changed?"
                 ) from None
@@ -453,9 +454,8 @@ class Trainer:
             self.resume_state = None  # the optimizer holds its own copies now
         stop = min(t.steps, cfg.run.stop_at or t.steps)
         start = self.step
-        saved = self.run_dir / CONFIG_FILE
-        if info.is_main and self.resume_from is not None and saved.is_file():
-            changes = "; ".join(recipe_changes(saved, cfg))
+        if info.is_main and self.resume_from is not None:  # its run folder holds the recipe it followed
+            changes = "; ".join(recipe_changes(self.resume_from.parent / CONFIG_FILE, cfg))
             if changes:
                 print(
                     f"note: {self.run_dir} resumes at step {start} with a changed recipe: {changes} "
@@ -463,7 +463,7 @@ class Trainer:
                     file=sys.stderr,
                 )
         if info.is_main and stop > start:  # "nothing to do" keeps the recipe the run was trained with
-            save_config(cfg, saved)
+            save_config(cfg, self.run_dir / CONFIG_FILE)
 
         loader = make_loader(
             cfg.data,
