@@ -121,6 +121,7 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
 
 
 def write_chart(data: dict) -> None:
+    """docs/models.png from a models.json (a fresh run's, or the stored one for --markdown-only)."""
     machine = data["machine"]
     title = f"Inference latency, {machine['cpu']}, {machine['threads']} threads, fp32"
     bar_chart(data["rows"], REPO / "docs" / "models.png", title)

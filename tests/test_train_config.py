@@ -11,6 +11,7 @@ from irformers.engine.config import ConfigError, TrainConfig, load_config, save_
 from irformers.engine.losses import charbonnier, pixel_loss
 from irformers.engine.schedule import lr_at
 from irformers.engine.trainer import build_model_from_config, check_model_fits
+from irformers.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,6 +146,7 @@ def test_recipes_load_and_their_models_fit_their_data(recipe):
         ("semanir-t-sr-x2", "mlp_ratio", -1.0, "mlp_ratio must be > 0"),
         ("hiir-t-denoise-color", "region_size", [32, 16, 0, 4], "region_size must be whole numbers >= 1"),
         ("hiir-t-sr-x2", "dim", 0, "dim must be a whole number >= 1, got 0"),
+        ("hiir-t-denoise-color", "window_size", [16, None, 8, 4], "window_size must be whole numbers >= 1"),
     ],
 )
 def test_model_values_out_of_range_are_one_line_errors_before_training(preset, key, value, message):
@@ -153,3 +155,11 @@ def test_model_values_out_of_range_are_one_line_errors_before_training(preset, k
     with pytest.raises(ConfigError) as info:
         build_model_from_config({"preset": preset, key: value})
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_built_from_python_the_same_ranges_hold():
+    """Recipes check types first; `build_model` from Python has only the range checks."""
+    with pytest.raises(ValueError, match=r"mlp_ratio must be > 0, got True"):
+        build_model("hiir-t-sr-x2", mlp_ratio=True)
+    with pytest.raises(ValueError, match=r"k must be a whole number >= 1, got 64.0"):
+        build_model("semanir-t-sr-x2", k=64.0)

@@ -84,7 +84,7 @@ def load_model(
         if weights is not None:
             model = model_from_file(weights)
         elif allow_random_init:
-            with torch.random.fork_rng():  # the same weights every run, the caller's RNG untouched
+            with torch.random.fork_rng(devices=[]):  # the same weights every run, the caller's RNG untouched
                 torch.manual_seed(0)
                 model = build_model(str(spec))
             model.random_init = True

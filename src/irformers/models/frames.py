@@ -85,11 +85,13 @@ def check_ranges(arch: str, cfg: dict) -> None:
     """One-line ValueError naming the first config value out of its range."""
     for key, least in LEAST.items():
         value = cfg.get(key)
+        if value is None:  # not a key of this architecture, or unset (e.g. no L3 limit)
+            continue
         entries = value if isinstance(value, list | tuple) else [value]
         if key == "depths" and not entries:
             raise ValueError(f"{arch} config: depths is empty; give at least one stage")
         for v in entries:
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
                 what = "whole numbers" if entries is value else "a whole number"
                 raise ValueError(f"{arch} config: {key} must be {what} >= {least}, got {value!r}")
     for key, ok, what in (
@@ -97,7 +99,8 @@ def check_ranges(arch: str, cfg: dict) -> None:
         ("memory_mb", lambda v: v > 0, "> 0"),
         ("drop_path", lambda v: 0 <= v < 1, "in [0, 1)"),
     ):
-        if key in cfg and not (isinstance(cfg[key], int | float) and ok(cfg[key])):
+        value = cfg.get(key)
+        if key in cfg and (isinstance(value, bool) or not isinstance(value, int | float) or not ok(value)):
             raise ValueError(f"{arch} config: {key} must be {what}, got {cfg[key]!r}")
 
 
