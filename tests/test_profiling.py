@@ -97,6 +97,28 @@ def test_bench_cli_table_and_errors(capsys):
         assert said in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+def test_bench_takes_foreign_weights_with_arch_beside_presets(capsys, tmp_path):
+    """Its error for a .pth told users to pass --arch, which bench did not take."""
+    weights = tmp_path / "foreign.pth"
+    torch.save(build_model("semanir-t-sr-x2").state_dict(), weights)
+    argv = [
+        "bench",
+        str(weights),
+        "semanir-t-sr-x2",
+        "--size",
+        "16",
+        "--repeat",
+        "1",
+        "--no-memory",
+        "--json",
+    ]
+    assert main([*argv, "--arch", "semanir-t-sr-x2"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows[0]["model"].endswith("foreign.pth") and rows[0]["params"] == rows[1]["params"] > 0
+    assert main(argv) == 2
+    assert "pass --arch PRESET" in capsys.readouterr().err
+
+
 def test_hiir_half_width_qk_is_counted_without_its_zero_padding():
     """Hi-IR pads q and k to v's width for the fused kernels; that padding is no work and not counted."""
     from irformers.models import hiir

@@ -662,7 +662,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = []
     for spec in args.models:
         try:
-            model = load_model(spec, device=device, allow_random_init=True)
+            arch = args.arch if Path(spec).is_file() else None  # a list may mix presets and files
+            model = load_model(spec, arch=arch, device=device, allow_random_init=True)
         except CheckpointError as err:
             raise UsageError(str(err)) from err
         desc = model.descriptor
@@ -817,7 +818,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench", help="params, MACs, latency and peak memory of models at an input size (irformers.profiling)"
     )
-    p.add_argument("models", nargs="+", help="presets (random weights) or weights files")
+    p.add_argument(
+        "models", nargs="+", help="presets (their shipped weights, else random ones) or weights files"
+    )
+    p.add_argument("--arch", help="preset whose network foreign weights files (.pth) belong to")
     p.add_argument(
         "--size", type=int, default=128, help="input side in pixels (SR: the LR side; default 128)"
     )
