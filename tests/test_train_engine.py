@@ -344,6 +344,15 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
     assert gray.endswith("(choose a gray preset, or data.gray: false)")  # not "set data.gray": it is set
     assert "no such folder" in _cli_error(tmp_path, capsys, raw, "data.train=[nowhere]")
     assert "unknown dataset 'Set0'" in _cli_error(tmp_path, capsys, raw, "val.sets=[Set0]")
+    paired = [
+        "data.task=paired",
+        "data.scale=1",
+        "data.train=[{target: train, input: train}]",
+        "model.l3_max_regions=1",
+    ]
+    assert "data.task paired validates on NAME/input/ + NAME/target/ sets only" in _cli_error(
+        tmp_path, capsys, {**raw, "model": {"preset": "hiir-t-denoise-color"}}, *paired
+    )  # Val holds clean images: found by --check, not by the validation after training
     assert "no training state to resume from" in _cli_error(tmp_path, capsys, raw, "--resume", str(tmp_path))
     assert "run.device: 'gpu' is not a device" in _cli_error(tmp_path, capsys, raw, "run.device=gpu")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -390,9 +390,16 @@ class Trainer:
         root = cfg.val.root or cfg.data.root
         scale = cfg.data.scale if cfg.data.task == "sr" else None
         try:
-            return [find_dataset(name, root, scale) for name in cfg.val.sets]
+            sets = [find_dataset(name, root, scale) for name in cfg.val.sets]
         except DatasetError as err:
             raise DatasetError(f"val.sets: {err} (val.root, data.root or ${DATA_ENV})") from None
+        for dataset in sets:  # found now, not by the validation after the first steps
+            if cfg.data.task == "paired" and dataset.layout != "paired":
+                raise DatasetError(
+                    f"val.sets: {dataset.root}: data.task paired validates on NAME/input/ + NAME/target/ "
+                    f"sets only (validation applies data.task's degradation)"
+                )
+        return sets
 
     def _resume_path(self) -> Path | None:
         choice = self.cfg.run.resume
