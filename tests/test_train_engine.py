@@ -117,6 +117,20 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     )
 
 
+def test_weights_say_the_task_they_were_trained_for(tmp_path):
+    """A denoising preset trained for JPEG is a JPEG model ('info' and restore's file names said denoise);
+    a task the recipe sets stays."""
+    data = {"task": "jpeg", "scale": 1, "quality_range": [10, 40], "gray": True, "patch_size": 32}
+    raw = {
+        **_raw_config(tmp_path, data=data, val={"sets": []}),
+        "model": {"preset": "semanir-t-denoise-gray"},
+    }
+    model = Trainer(config_from_dict(raw)).model
+    assert model.config["task"] == "jpeg" and model.descriptor.task == "jpeg"
+    raw["model"]["task"] = "denoise"
+    assert Trainer(config_from_dict(raw)).model.descriptor.task == "denoise"
+
+
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     _train(_raw_config(tmp_path, "whole"))
     # the same run in two sessions, with data-loader workers this time

@@ -85,6 +85,16 @@ def _same_kind(value: object, default: object) -> bool:
     return isinstance(value, type(default))
 
 
+def _with_trained_task(cfg: Config) -> dict:
+    """The model section, its `task` set to the one every training source teaches (a denoising preset
+    trained for JPEG is a JPEG model: `info` says so, `restore` names its outputs so); paired data, a
+    mix of tasks, or a task set in the recipe leave it as it is."""
+    tasks = {source_degrade(cfg.data, s, f"data.train.{i}").task for i, s in enumerate(cfg.data.train)}
+    if len(tasks) != 1 or tasks == {"paired"} or "task" in cfg.model:
+        return cfg.model
+    return {**cfg.model, "task": tasks.pop()}
+
+
 def build_model_from_config(spec: dict) -> nn.Module:
     """The `model` section: `preset` plus overrides of that preset's config, or a full config (`arch`)."""
     from irformers.models import build_model, get_preset
@@ -346,7 +356,7 @@ class Trainer:
         self.device = distributed.pick_device(cfg.run.device, self.dist)
         self.run_dir = cfg.run_dir
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and in every rerun
-        self.model = build_model_from_config(cfg.model)
+        self.model = build_model_from_config(_with_trained_task(cfg))
         check_model_fits(self.model, cfg)
         if cfg.train.grad_checkpointing and not enable_grad_checkpointing(self.model):
             raise ConfigError("train.grad_checkpointing: this model has no transformer stages to checkpoint")
