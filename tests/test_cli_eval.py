@@ -273,6 +273,32 @@ def test_degrade_then_metrics_round_trip(capsys, data_root, tmp_path):
     assert report["psnr"] is None and {r["psnr"] for r in report["per_image"]} == {None}  # inf: not JSON
 
 
+def test_metrics_folders_name_ambiguous_stems_and_unmatched_predictions(capsys, tmp_path):
+    """Two images of one stem collapsed into one row, predictions without ground truth and other files
+    went unsaid, and a negative crop failed each image instead of the command."""
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    img = np.full((16, 16), 100, np.uint8)
+    for folder, names in ((gt, ("a.png", "b.png", "c.png")), (pred, ("a.png", "b.png", "b.tif", "x.png"))):
+        for name in names:
+            cv2.imwrite(str(folder / name), img)
+    (pred / "readme.txt").write_text("notes")
+    assert main(["metrics", str(pred), str(gt), "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [r["name"] for r in report["per_image"]] == ["a"]
+    assert report["failed"] == [
+        f"{pred / 'b.png'}: b.png, b.tif share a stem in {pred}; which to score is ambiguous",
+        f"{gt / 'b.png'}: no prediction named b.* in {pred}",
+        f"{gt / 'c.png'}: no prediction named c.* in {pred}",
+    ]
+    assert f"note: {pred}: skipping 1 file that is not an image read here (.txt x1)" in captured.err
+    assert f"note: {pred}: not scored, no ground truth of the same stem: x" in captured.err
+    assert main(["metrics", str(pred), str(gt), "--crop", "-1"]) == 2
+    assert "--crop -1: must be at least 0" in capsys.readouterr().err
+
+
 def test_metrics_command_on_single_files_with_y_and_crop(capsys, tmp_path):
     rng = np.random.default_rng(1)
     gt = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)

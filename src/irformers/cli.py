@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, list_images, split_files
+from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, split_files
 
 BAD_USAGE, INPUT_FAILED, INTERRUPTED = 2, 1, 130  # 130: the shell's status for Ctrl-C
 
@@ -489,17 +489,37 @@ def _metric_pairs(pred: Path, gt: Path) -> tuple[list[tuple[Path, Path]], list[s
             if missing
             else "PRED and GT must both be files or both be folders"
         )
-    preds, gts = {p.stem: p for p in list_images(pred)}, {p.stem: p for p in list_images(gt)}
-    if not gts:
+    failures: list[str] = []
+
+    def by_stem(folder: Path) -> dict[str, Path]:
+        """Images by stem; a stem two images share (a.png, a.tif) is ambiguous, so neither is scored."""
+        found: dict[str, list[Path]] = {}
+        for path in _images_in(folder):
+            found.setdefault(path.stem, []).append(path)
+        for paths in found.values():
+            if len(paths) > 1:
+                names = ", ".join(p.name for p in paths)
+                failures.append(f"{paths[0]}: {names} share a stem in {folder}; which to score is ambiguous")
+        return {stem: paths[0] for stem, paths in found.items() if len(paths) == 1}
+
+    preds, gts = by_stem(pred), by_stem(gt)
+    if not gts and not failures:
         raise UsageError(f"{gt}: no images")
-    missing = [f"{gts[s]}: no prediction named {s}.* in {pred}" for s in sorted(set(gts) - set(preds))]
-    return [(preds[s], gts[s]) for s in sorted(set(gts) & set(preds))], missing
+    failures += [f"{gts[s]}: no prediction named {s}.* in {pred}" for s in sorted(set(gts) - set(preds))]
+    extra = sorted(set(preds) - set(gts))
+    if extra:
+        print(
+            f"note: {pred}: not scored, no ground truth of the same stem: {', '.join(extra)}", file=sys.stderr
+        )
+    return [(preds[s], gts[s]) for s in sorted(set(gts) & set(preds))], failures
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     from irformers import metrics
     from irformers.data.io import ImageError, read_array
 
+    if args.crop < 0:
+        raise UsageError(f"--crop {args.crop}: must be at least 0")
     pairs, failures = _metric_pairs(Path(args.pred), Path(args.gt))
     rows = []
     for pred_path, gt_path in pairs:
