@@ -76,6 +76,12 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
         ("model={}", "model: give model.preset"),
         ("val.k=0", "val.k: must be > 0, got 0"),
         ("data.patch_size=0", "data.patch_size: must be > 0, got 0"),  # not the implicit progressive.0
+        ("data.sigma=25", "data.sigma: only task 'denoise' uses it; the sources here train sr"),
+        (
+            "data.task=denoise;data.scale=1;data.sigma=5;"
+            "data.train.1.degrade={task: jpeg, quality: 9, sigma: 5}",
+            "data.train.1.degrade.sigma: only task 'denoise' uses it; the sources here train jpeg",
+        ),
         (
             "data.progressive=[{start: 0, patch_size: 8, batch_size: 0}]",
             "data.progressive.0.batch_size: must",

@@ -313,6 +313,18 @@ def check_degrade(d: DegradeConfig, where: str) -> None:
         raise ConfigError(f"{where}.gray: demosaicking restores color images")
 
 
+# The level settings and the one task each applies to: set where no source has that task, they are a
+# mistake (a leftover sigma in a JPEG recipe), not a setting.
+USED_BY = {"sigma": "denoise", "sigma_range": "denoise", "quality": "jpeg", "quality_range": "jpeg"}
+
+
+def _check_used(settings: dict, tasks: list[str], where: str) -> None:
+    trained = ", ".join(sorted(set(tasks)))
+    for key, task in USED_BY.items():
+        if settings.get(key) is not None and task not in tasks:
+            raise ConfigError(f"{where}.{key}: only task '{task}' uses it; the sources here train {trained}")
+
+
 def source_degrade(data: DataConfig, source: SourceConfig, where: str) -> DegradeConfig:
     """The data section's degradation with this source's `degrade` entries applied."""
     unknown = sorted(set(source.degrade) - set(DEGRADE_KEYS))
@@ -338,9 +350,12 @@ def check(cfg: Config) -> None:
     check_degrade(d, "data")
     if not d.train:
         raise ConfigError("data.train: no training sets (a list of folders, or {target:, input:} entries)")
+    tasks = []
     for i, source in enumerate(d.train):
         _positive(source.weight, f"data.train.{i}.weight")
-        source_degrade(d, source, f"data.train.{i}")
+        tasks.append(source_degrade(d, source, f"data.train.{i}").task)
+        _check_used(source.degrade, [tasks[-1]], f"data.train.{i}.degrade")
+    _check_used({k: getattr(d, k) for k in USED_BY}, tasks, "data")
     implicit = not d.progressive or d.progressive[0].start > 0  # stages() put data's own first
     for i, stage in enumerate(stages(d)):
         where = "data" if implicit and i == 0 else f"data.progressive.{i - implicit}"
