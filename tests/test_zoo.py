@@ -79,6 +79,11 @@ def test_info_lists_the_training_stages_oldest_first(name, capsys):
         assert line.startswith(f"  {number}. {stage['steps']} steps, "), line
         if "recipe" in stage:  # weights trained since the summary records how
             assert f"{stage['recipe']['loss']} loss, lr {stage['recipe']['lr']}" in line, line
+            span = stage["recipe"]["degrade"].get("sigma_range") or stage["recipe"]["degrade"].get(
+                "quality_range"
+            )
+            if span:  # the level, as the recipe drew it
+                assert f" {span[0]:g}-{span[1]:g} on " in line, line
 
 
 @pytest.mark.parametrize("name", SHIPPED)

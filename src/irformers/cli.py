@@ -392,6 +392,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _levels(degrade: dict) -> str:
+    """' x2', ' sigma 0-50', ' q 10-40': a stage's degradation level, as a recipe sets it."""
+    text = f" x{degrade['scale']}" if degrade.get("scale", 1) > 1 else ""
+    for label, fixed, span in (("sigma", "sigma", "sigma_range"), ("q", "quality", "quality_range")):
+        if degrade.get(span):
+            text += f" {label} {degrade[span][0]:g}-{degrade[span][1]:g}"
+        elif degrade.get(fixed) is not None:
+            text += f" {label} {degrade[fixed]:g}"
+    return text
+
+
 def _training_lines(summary: dict) -> list[str]:
     """The training summary, one line per stage, oldest first (``--json`` shows it as stored)."""
     from irformers.engine.checkpoint import training_stages
@@ -405,8 +416,9 @@ def _training_lines(summary: dict) -> list[str]:
         done, total = stage.get("steps", 0), stage.get("total_steps")
         line = f"  {number}. {done}{f'/{total}' if total not in (None, done) else ''} steps"
         line += f", {stage.get('seconds', 0) / 60:.0f} min"
-        line += f", {stage.get('task', '?')} on {data or '?'}"
         recipe = stage.get("recipe")
+        levels = _levels(recipe.get("degrade", {})) if recipe else ""
+        line += f", {stage.get('task', '?')}{levels} on {data or '?'}"
         if recipe:
             patches = " then ".join(f"{p}px x {b}" for _, p, b in recipe["patches"])
             seed = f"seed {recipe['seed']}, " if "seed" in recipe else ""
