@@ -156,6 +156,9 @@ def models_section(data: dict) -> list[str]:
         "peak memory: what one call adds (see `irformers.profiling`). MACs = FLOPs / 2 "
         "(`torch.utils.flop_counter`; SemanIR counted on its sparse `gather` path). Achieved GFLOP/s = "
         "2 x MACs / median time.",
+        f"Rows name presets (what `irformers bench` takes), except three: {WHOLE} is "
+        f"semanir-s-sr-x2 on the whole feature map (no CPU tiling), {DENSE} the same on the `mask` "
+        "backend, hiir-l-sr-x2 the hiir-l-sr-x4 network at scale 2 (Hi-IR-L has x3/x4 presets only).",
         "",
     ]
     for size in sorted({r["size"] for r in rows}):
