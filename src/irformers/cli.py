@@ -744,8 +744,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{r['params'] / 1e6:>10.3f} {r['macs'] / 1e9:>8.2f} {r['median_ms']:>10.1f} {peak_mb:>9s} "
             f"{r['gflops']:>8.1f}" + (f" {r['matmul_peak_fraction']:>7.0%}" if peak else "")
         )
-    if peak:
-        print(f"matmul peak ({args.precision}, {device}): {peak:.1f} GFLOP/s; MACs = FLOPs / 2")
+    m = profiling.machine_info(device, dtype)  # what a quoted figure must state beside it
+    print(
+        f"{m['cpu']} ({m['device']}), {m['threads']} threads, {m['dtype']}, median of {args.repeat}"
+        f"{', torch.compile' if args.compile else ''}; MACs = FLOPs / 2"
+        + (f"; matmul peak ({args.precision}): {peak:.1f} GFLOP/s" if peak else "")
+    )
     return 0
 
 
