@@ -82,7 +82,7 @@ def test_bench_cli_table_and_errors(capsys):
     assert main(["bench", "hiir-t-sr-x2", "--size", "32", "--repeat", "1", "--matmul-peak"]) == 0
     out = capsys.readouterr().out
     assert "hiir-t-sr-x2" in out and "matmul peak" in out and "MACs = FLOPs / 2" in out
-    assert f"({CPU.type}), {torch.get_num_threads()} threads, float32, median of 1;" in out  # quotable
+    assert f"({CPU.type}), {torch.get_num_threads()} CPU threads, float32, median of 1;" in out  # quotable
     assert main(["bench", "hiir-t-sr-x2", "--precision", "int8"]) == 2
     assert "--precision int8" in capsys.readouterr().err
     assert main(["bench", "no-such-model"]) == 2

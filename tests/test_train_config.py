@@ -76,11 +76,12 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
         ("model={}", "model: give model.preset"),
         ("val.k=0", "val.k: must be > 0, got 0"),
         ("data.patch_size=0", "data.patch_size: must be > 0, got 0"),  # not the implicit progressive.0
-        ("data.sigma=25", "data.sigma: only task 'denoise' uses it; the sources here train sr"),
+        ("data.sigma=25", "data.sigma: only task 'denoise' uses it; data is for sr"),
+        ("val.quality=10", "val.quality: only task 'jpeg' uses it; val is for sr"),  # validates data.task
         (
             "data.task=denoise;data.scale=1;data.sigma=5;"
             "data.train.1.degrade={task: jpeg, quality: 9, sigma: 5}",
-            "data.train.1.degrade.sigma: only task 'denoise' uses it; the sources here train jpeg",
+            "data.train.1.degrade.sigma: only task 'denoise' uses it; data.train.1.degrade is for jpeg",
         ),
         (
             "data.progressive=[{start: 0, patch_size: 8, batch_size: 0}]",
@@ -169,3 +170,14 @@ def test_built_from_python_the_same_ranges_hold():
         build_model("hiir-t-sr-x2", mlp_ratio=True)
     with pytest.raises(ValueError, match=r"k must be a whole number >= 1, got 64.0"):
         build_model("semanir-t-sr-x2", k=64.0)
+
+
+def test_a_level_the_validation_uses_is_not_unused(recipe):
+    """data.sigma of a denoising recipe whose sources all train JPEG: validation degrades at it."""
+    over = [
+        "data.task=denoise",
+        "data.scale=1",
+        "data.sigma=25",
+        "data.train=[{target: T91, degrade: {task: jpeg, quality: 10}}]",
+    ]
+    assert load_config(recipe, over).data.sigma == 25

@@ -502,14 +502,16 @@ def _metric_pairs(pred: Path, gt: Path) -> tuple[list[tuple[Path, Path]], list[s
             else "PRED and GT must both be files or both be folders"
         )
     failures: list[str] = []
+    ambiguous: set[str] = set()
 
     def by_stem(folder: Path) -> dict[str, Path]:
         """Images by stem; a stem two images share (a.png, a.tif) is ambiguous, so neither is scored."""
         found: dict[str, list[Path]] = {}
         for path in _images_in(folder):
             found.setdefault(path.stem, []).append(path)
-        for paths in found.values():
+        for stem, paths in found.items():
             if len(paths) > 1:
+                ambiguous.add(stem)
                 names = ", ".join(p.name for p in paths)
                 failures.append(f"{paths[0]}: {names} share a stem in {folder}; which to score is ambiguous")
         return {stem: paths[0] for stem, paths in found.items() if len(paths) == 1}
@@ -517,8 +519,9 @@ def _metric_pairs(pred: Path, gt: Path) -> tuple[list[tuple[Path, Path]], list[s
     preds, gts = by_stem(pred), by_stem(gt)
     if not gts and not failures:
         raise UsageError(f"{gt}: no images")
-    failures += [f"{gts[s]}: no prediction named {s}.* in {pred}" for s in sorted(set(gts) - set(preds))]
-    extra = sorted(set(preds) - set(gts))
+    unmatched = sorted(set(gts) - set(preds) - ambiguous)
+    failures += [f"{gts[s]}: no prediction named {s}.* in {pred}" for s in unmatched]
+    extra = sorted(set(preds) - set(gts) - ambiguous)
     if extra:
         print(
             f"note: {pred}: not scored, no ground truth of the same stem: {', '.join(extra)}", file=sys.stderr
@@ -746,8 +749,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     m = profiling.machine_info(device, dtype)  # what a quoted figure must state beside it
     print(
-        f"{m['cpu']} ({m['device']}), {m['threads']} threads, {m['dtype']}, median of {args.repeat}"
-        f"{', torch.compile' if args.compile else ''}; MACs = FLOPs / 2"
+        f"{m.get('gpu', m['cpu'])} ({m['device']}), {m['threads']} CPU threads, {m['dtype']}, "
+        f"median of {args.repeat}{', torch.compile' if args.compile else ''}; MACs = FLOPs / 2"
         + (f"; matmul peak ({args.precision}): {peak:.1f} GFLOP/s" if peak else "")
     )
     return 0

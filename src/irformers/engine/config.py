@@ -322,7 +322,7 @@ def _check_used(settings: dict, tasks: list[str], where: str) -> None:
     trained = ", ".join(sorted(set(tasks)))
     for key, task in USED_BY.items():
         if settings.get(key) is not None and task not in tasks:
-            raise ConfigError(f"{where}.{key}: only task '{task}' uses it; the sources here train {trained}")
+            raise ConfigError(f"{where}.{key}: only task '{task}' uses it; {where} is for {trained}")
 
 
 def source_degrade(data: DataConfig, source: SourceConfig, where: str) -> DegradeConfig:
@@ -355,7 +355,8 @@ def check(cfg: Config) -> None:
         _positive(source.weight, f"data.train.{i}.weight")
         tasks.append(source_degrade(d, source, f"data.train.{i}").task)
         _check_used(source.degrade, [tasks[-1]], f"data.train.{i}.degrade")
-    _check_used({k: getattr(d, k) for k in USED_BY}, tasks, "data")
+    _check_used({k: getattr(d, k) for k in USED_BY}, [*tasks, d.task], "data")  # validation uses data's
+    _check_used({"sigma": cfg.val.sigma, "quality": cfg.val.quality}, [d.task], "val")
     implicit = not d.progressive or d.progressive[0].start > 0  # stages() put data's own first
     for i, stage in enumerate(stages(d)):
         where = "data" if implicit and i == 0 else f"data.progressive.{i - implicit}"
@@ -413,7 +414,7 @@ def check(cfg: Config) -> None:
 
 # Where and how a session runs, not what it trains: these may differ between the sessions of one run.
 SESSION_KEYS = {"run.name", "run.out_dir", "run.resume", "run.stop_at", "run.device", "run.threads"}
-SESSION_KEYS |= {"data.root", "val.root", "data.num_workers"}
+SESSION_KEYS |= {"data.root", "val.root", "data.num_workers", "data.cache"}
 
 
 def recipe_changes(saved: Path, cfg: Config) -> list[str]:
