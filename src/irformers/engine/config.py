@@ -293,6 +293,11 @@ def _positive(value: float, where: str, zero_ok: bool = False) -> None:
         raise ConfigError(f"{where}: must be {'>= 0' if zero_ok else '> 0'}, got {value}")
 
 
+# The level settings and the one task each applies to: set where no source has that task, they are a
+# mistake (a leftover sigma in a JPEG recipe), not a setting.
+USED_BY = {"sigma": "denoise", "sigma_range": "denoise", "quality": "jpeg", "quality_range": "jpeg"}
+
+
 def check_degrade(d: DegradeConfig, where: str) -> None:
     """The settings each task needs, and nothing contradictory."""
     _one_of(d.task, TASKS, f"{where}.task")
@@ -302,7 +307,7 @@ def check_degrade(d: DegradeConfig, where: str) -> None:
         raise ConfigError(f"{where}.scale: only SR uses a scale, got {d.scale} for task '{d.task}'")
     for name, rng, lo, hi in (("sigma", "sigma_range", 0, 255), ("quality", "quality_range", 1, 100)):
         fixed, span = getattr(d, name), getattr(d, rng)
-        needed = (d.task == "denoise" and name == "sigma") or (d.task == "jpeg" and name == "quality")
+        needed = USED_BY[name] == d.task
         if needed and (fixed is None) == (span is None):
             raise ConfigError(f"{where}: task '{d.task}' needs exactly one of {name} and {rng}")
         if span is not None and (len(span) != 2 or not lo <= span[0] <= span[1] <= hi):
@@ -311,11 +316,6 @@ def check_degrade(d: DegradeConfig, where: str) -> None:
             raise ConfigError(f"{where}.{name}: must be within [{lo}, {hi}], got {fixed}")
     if d.task == "demosaic" and d.gray:
         raise ConfigError(f"{where}.gray: demosaicking restores color images")
-
-
-# The level settings and the one task each applies to: set where no source has that task, they are a
-# mistake (a leftover sigma in a JPEG recipe), not a setting.
-USED_BY = {"sigma": "denoise", "sigma_range": "denoise", "quality": "jpeg", "quality_range": "jpeg"}
 
 
 def _check_used(settings: dict, tasks: list[str], where: str) -> None:
