@@ -69,9 +69,10 @@ def test_bench_cli_json_one_row_per_k(capsys):
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     rows = [(r["model"], r["k"]) for r in out["rows"]]
-    assert rows == [("semanir-t-sr-x2", 16), ("semanir-t-sr-x2", 512), ("baseline-t-sr-x2", None)]
+    # a row names the k that ran: the tiny preset's windows hold 256 tokens, so an asked 512 runs as 256
+    assert rows == [("semanir-t-sr-x2", 16), ("semanir-t-sr-x2", 256), ("baseline-t-sr-x2", None)]
     assert out["machine"]["device"] == "cpu" and out["rows"][0]["macs"] < out["rows"][1]["macs"]
-    # the tiny preset's 16 x 16 windows hold 256 tokens: an asked k above that is said to be dense
+    # and the asked k above that is said to be dense
     assert captured.err.splitlines() == [
         "note: semanir-t-sr-x2: windows hold at most 256 tokens, so k 512 attends to whole windows "
         "(k 256, or fewer where a window is smaller)"
@@ -92,6 +93,7 @@ def test_bench_cli_table_and_errors(capsys):
         ("--repeat=0", "--repeat 0"),
         ("--size=-4", "--size -4"),
         ("--k=0", "--k 0"),
+        ("--k=,64", "cannot read ',64'"),  # a typo, not a list of one
         *([] if torch.cuda.is_available() else [("--precision=fp16", "fp16 needs a CUDA device")]),
     ):
         assert main(["bench", "semanir-t-sr-x2", bad]) == 2
@@ -118,6 +120,8 @@ def test_bench_takes_foreign_weights_with_arch_beside_presets(capsys, tmp_path):
     assert rows[0]["model"].endswith("foreign.pth") and rows[0]["params"] == rows[1]["params"] > 0
     assert main(argv) == 2
     assert "pass --arch PRESET" in capsys.readouterr().err
+    assert main([*argv[:1], *argv[2:], "--arch", "semanir-t-sr-x2"]) == 2  # --arch with presets only
+    assert "no model listed is one" in capsys.readouterr().err
 
 
 def test_hiir_half_width_qk_is_counted_without_its_zero_padding():

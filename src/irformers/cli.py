@@ -24,8 +24,11 @@ def _numbers(text: str | None, kind: Callable[[str], float | int]) -> list:
     """Comma-separated levels (``--scale 2,3,4``); a missing option means one unset level."""
     if text is None:
         return [None]
+    parts = [part.strip() for part in text.split(",")]
     try:
-        return [kind(part) for part in text.split(",") if part.strip()]
+        if not all(parts):
+            raise ValueError("an empty item")  # '--k ,64' is a typo, not a list of one
+        return [kind(part) for part in parts]
     except ValueError as err:
         raise UsageError(f"cannot read '{text}' as a comma-separated list of numbers") from err
 
@@ -79,9 +82,9 @@ def _tile(text: str) -> int | str | None:
     return tile or None
 
 
-def _note_k_beyond_windows(model, k: int | None, label: str) -> None:
-    """A k above a window's tokens attends to the whole window; say so rather than let a report show a
-    k that never ran."""
+def _k_that_runs(model, k: int | None, label: str) -> int | None:
+    """A k above a window's tokens attends to the whole window; say so, and give the k that runs so a
+    report never shows one that did not."""
     tokens = int(model.config["window_size"]) ** 2 if model.descriptor.supports_k else 0
     if k and tokens and k > tokens:
         print(
@@ -89,6 +92,8 @@ def _note_k_beyond_windows(model, k: int | None, label: str) -> None:
             f"(k {tokens}, or fewer where a window is smaller)",
             file=sys.stderr,
         )
+        return tokens
+    return k
 
 
 def _settle_tile(model, restorer) -> None:
@@ -139,7 +144,7 @@ def _load_model(args: argparse.Namespace):
         )
     except (CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from err
-    _note_k_beyond_windows(model, args.k, args.model)
+    _k_that_runs(model, args.k, args.model)
     _settle_tile(model, restorer)
     if model.random_init:
         print(
@@ -694,6 +699,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     ks = _numbers(args.k, int)
     if any(k is not None and k < 1 for k in ks):
         raise UsageError(f"--k {args.k}: every k must be at least 1")
+    if args.arch and not any(Path(spec).is_file() for spec in args.models):
+        raise UsageError(f"--arch {args.arch}: applies to weights files, and no model listed is one")
     rows = []
     for spec in args.models:
         try:
@@ -704,8 +711,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         desc = model.descriptor
         shape = (args.batch, desc.in_channels, args.size, args.size)
         for k in ks if desc.supports_k else [None]:  # --k applies to the SemanIR models of the list
-            _note_k_beyond_windows(model, k, spec)
             runtime = {"k": k} if k else {}
+            ran_k = _k_that_runs(model, k, spec) or getattr(model, "k", None)
             if args.backend and desc.supports_k:
                 runtime["backend"] = args.backend
             result = profiling.profile_model(
@@ -719,7 +726,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 compile=args.compile,
                 **runtime,
             )
-            rows.append({"model": spec, "k": k or getattr(model, "k", None), **result})
+            rows.append({"model": spec, "k": ran_k, **result})
     peak = profiling.matmul_peak_gflops(device, dtype) if args.matmul_peak else None
     for row in rows:
         row["matmul_peak_fraction"] = row["gflops"] / peak if peak else None
