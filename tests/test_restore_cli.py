@@ -275,6 +275,36 @@ def test_info_describes_own_and_foreign_files(tmp_path, weights, capsys):
     assert info["elements"] == sum(v.numel() for v in state.values())
 
 
+def test_info_gives_each_source_of_a_mix_its_own_task_and_level(tmp_path, capsys):
+    """An all-in-one stage listed only the data section's level, as if every source trained on it."""
+    recipe = {
+        "seed": 0,
+        "patches": [[0, 64, 8]],
+        "loss": "l1",
+        "lr": 2e-4,
+        "schedule": "cosine",
+        "precision": "bf16",
+        "degrade": {"task": "denoise", "sigma_range": [0, 50], "gray": True},
+    }
+    data = [
+        {"target": "Train400", "weight": 1.0},
+        {"target": "Classic", "weight": 1.0, "task": "jpeg", "quality_range": [10, 40]},
+    ]
+    training = {
+        "steps": 5,
+        "total_steps": 5,
+        "seconds": 60,
+        "task": "denoise",
+        "data": data,
+        "recipe": recipe,
+    }
+    path = tmp_path / "mix.safetensors"
+    save_weights(path, build_model(TINY_SR), metadata={"preset": "tiny-test", "training": training})
+    assert main(["info", str(path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  1. "))
+    assert "denoise sigma 0-50 on Train400, Classic (jpeg q 10-40) (seed 0," in line, line
+
+
 def test_alpha_is_dropped_with_a_note_where_the_format_has_none(tmp_path, weights, capsys):
     rgba = np.full((16, 16, 4), 200, np.uint8)
     cv2.imwrite(str(tmp_path / "rgba.png"), rgba)

@@ -398,14 +398,28 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _levels(degrade: dict) -> str:
-    """' x2', ' sigma 0-50', ' q 10-40': a stage's degradation level, as a recipe sets it."""
+    """' x2', ' sigma 0-50', ' q 10-40': a stage's degradation level, as a recipe sets it (only the
+    level its task uses: a mix's sources inherit the others)."""
+    from irformers.engine.config import USED_BY
+
     text = f" x{degrade['scale']}" if degrade.get("scale", 1) > 1 else ""
     for label, fixed, span in (("sigma", "sigma", "sigma_range"), ("q", "quality", "quality_range")):
+        if USED_BY[fixed] != degrade.get("task", USED_BY[fixed]):
+            continue
         if degrade.get(span):
             text += f" {label} {degrade[span][0]:g}-{degrade[span][1]:g}"
         elif degrade.get(fixed) is not None:
             text += f" {label} {degrade[fixed]:g}"
     return text
+
+
+def _source_text(source: dict, degrade: dict) -> str:
+    """A training source, with the task and level it sets itself in a mix (all-in-one)."""
+    own = {k: v for k, v in source.items() if k not in ("target", "input", "weight")}
+    if not own:
+        return str(source.get("target"))
+    merged = {**degrade, **own}
+    return f"{source.get('target')} ({merged.get('task', '?')}{_levels(merged)})"
 
 
 def _training_lines(summary: dict) -> list[str]:
@@ -417,13 +431,13 @@ def _training_lines(summary: dict) -> list[str]:
     hours = sum(s.get("seconds", 0) for s in stages) / 3600
     lines = [f"{'training':12s} {len(stages)} stage(s), {steps} steps, {hours:.1f} h"]
     for number, stage in enumerate(stages, 1):
-        data = ", ".join(str(d.get("target")) for d in stage.get("data", []))
+        recipe = stage.get("recipe")
+        degrade = recipe.get("degrade", {}) if recipe else {}
+        data = ", ".join(_source_text(d, degrade) for d in stage.get("data", []))
         done, total = stage.get("steps", 0), stage.get("total_steps")
         line = f"  {number}. {done}{f'/{total}' if total not in (None, done) else ''} steps"
         line += f", {stage.get('seconds', 0) / 60:.0f} min"
-        recipe = stage.get("recipe")
-        levels = _levels(recipe.get("degrade", {})) if recipe else ""
-        line += f", {stage.get('task', '?')}{levels} on {data or '?'}"
+        line += f", {stage.get('task', '?')}{_levels(degrade) if recipe else ''} on {data or '?'}"
         if recipe:
             patches = " then ".join(f"{p}px x {b}" for _, p, b in recipe["patches"])
             seed = f"seed {recipe['seed']}, " if "seed" in recipe else ""
