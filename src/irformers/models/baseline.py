@@ -9,7 +9,6 @@ the keys come from. Stages plug into the shared `ColumnarFrame`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -23,20 +22,16 @@ from .layers import (
     PaddedStage,
     ResidualLayer,
     make_stage_conv,
+    shape_cache,
     window_partition,
     window_reverse,
 )
 
 
-@lru_cache(maxsize=64)
+@shape_cache(maxsize=64)
 def shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
     """`(nW, 1, N, N)` additive mask for shifted windows: -inf between pixels that the cyclic shift
     brought together from opposite borders, 0 elsewhere."""
-    with torch.inference_mode(False):  # cached: must not be an inference tensor
-        return _shift_mask(height, width, window, shift, device)
-
-
-def _shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
     label = torch.zeros(1, height, width, 1, device=device)
     bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     for n, (rows, cols) in enumerate((r, c) for r in bands for c in bands):
@@ -97,14 +92,13 @@ class WindowAttention(nn.Module):
         return out.flatten(0, 1)
 
 
-@lru_cache(maxsize=64)
+@shape_cache(maxsize=64)
 def window_groups(rows: int, cols: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Indices of the windows inside the grid and of those on its last row or column (row-major order)."""
-    with torch.inference_mode(False):  # cached: must not be an inference tensor
-        on_border = torch.zeros(rows, cols, dtype=torch.bool)
-        on_border[-1, :] = on_border[:, -1] = True
-        on_border = on_border.flatten()
-        return (~on_border).nonzero().squeeze(1).to(device), on_border.nonzero().squeeze(1).to(device)
+    on_border = torch.zeros(rows, cols, dtype=torch.bool)
+    on_border[-1, :] = on_border[:, -1] = True
+    on_border = on_border.flatten()
+    return (~on_border).nonzero().squeeze(1).to(device), on_border.nonzero().squeeze(1).to(device)
 
 
 class WindowStage(PaddedStage):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,14 @@ from torch import Tensor, nn
 from . import frames
 from .descriptor import Preset
 from .frames import FramedModel, StageSpec
-from .layers import TILE_TOKENS, ContinuousPositionBias, PaddedStage, ResidualLayer, make_stage_conv
+from .layers import (
+    TILE_TOKENS,
+    ContinuousPositionBias,
+    PaddedStage,
+    ResidualLayer,
+    make_stage_conv,
+    shape_cache,
+)
 
 # ----------------------------------------------------------------------------------------------------
 # Groupings. Every level is the same operation at a different scale: cut the image into blocks of
@@ -78,7 +84,7 @@ def _balanced_spans(n: int, most: int) -> list[tuple[int, int, int]]:
     return [s for s in spans if s[2] > 0]
 
 
-@lru_cache(maxsize=256)
+@shape_cache()
 def plan(
     level: int,
     height: int,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,36 +86,45 @@ def window_reverse(windows: torch.Tensor, window: Size2, h: int, w: int) -> torc
 # --------------------------------------------------------------------------- position bias
 
 
-# The tables below are cached: every layer of every stage asks for the same few window sizes. They are
-# built outside inference mode, since a cached inference tensor would break a later autograd call.
+def shape_cache(maxsize: int = 256) -> Callable[[Callable], Callable]:
+    """Cache a function of sizes and devices (index tables, masks, plans): every layer of every stage asks
+    for the same few. Tensors are built outside inference mode, since a cached inference tensor would
+    break a later autograd call. Under `torch.compile` the function is traced instead: the compiled
+    graph holds its result, and dynamo would ignore the cache anyway, with a warning per call site."""
+
+    def decorate(build: Callable) -> Callable:
+        @functools.lru_cache(maxsize=maxsize)
+        def cached(*args, **kwargs):
+            with torch.inference_mode(False):
+                return build(*args, **kwargs)
+
+        @functools.wraps(build)
+        def table(*args, **kwargs):
+            return build(*args, **kwargs) if torch.compiler.is_compiling() else cached(*args, **kwargs)
+
+        return table
+
+    return decorate
 
 
-@functools.lru_cache(maxsize=256)
+@shape_cache()
 def relative_coords_table(window: Size2) -> torch.Tensor:
     """Log-spaced relative coordinates `((2h-1) * (2w-1), 2)` of a `(h, w)` grid of positions.
 
     Offsets are normalised to +-8, then mapped by sign(x) * log2(|x| + 1) / log2(8), so that the bias
     MLP sees small, smoothly varying inputs whatever the window size (Swin v2's continuous bias).
     """
-    with torch.inference_mode(False):
-        return _relative_coords_table(*window)
-
-
-def _relative_coords_table(h: int, w: int) -> torch.Tensor:
+    h, w = window
     dy = torch.arange(-(h - 1), h, dtype=torch.float32) / max(h - 1, 1)
     dx = torch.arange(-(w - 1), w, dtype=torch.float32) / max(w - 1, 1)
     table = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2) * 8
     return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
 
 
-@functools.lru_cache(maxsize=256)
+@shape_cache()
 def relative_position_index(window: Size2, device: torch.device | None = None) -> torch.Tensor:
     """`(N, N)` long tensor: row of `relative_coords_table` for query i and key j of a window."""
-    with torch.inference_mode(False):
-        return _relative_position_index(*window, device)
-
-
-def _relative_position_index(h: int, w: int, device: torch.device | None) -> torch.Tensor:
+    h, w = window
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     ys, xs = ys.reshape(-1), xs.reshape(-1)
     return (ys[:, None] - ys[None, :] + h - 1) * (2 * w - 1) + (xs[:, None] - xs[None, :] + w - 1)
