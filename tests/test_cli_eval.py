@@ -335,7 +335,26 @@ def test_degrade_keeps_going_past_a_16_bit_image(capsys, tmp_path):
     assert main(["degrade", "--task", "jpeg", "--quality", "10", "--gray", str(src), str(out)]) == 1
     captured = capsys.readouterr()
     assert "wrote 1 of 2" in captured.out and [p.name for p in out.iterdir()] == ["a.png"]
-    assert "b.png: only 8-bit images" in captured.err
+    assert "b.png: uint16 images are not supported (8-bit only)" in captured.err
+
+
+def test_degrade_makes_the_gray_image_test_scores(capsys, tmp_path):
+    """Gray denoising reads a color file with OpenCV's conversion, gray JPEG with BT.601 Y; degrade took
+    Y for every task, so its noisy files were not the ones `test` scores (7 gray levels apart)."""
+    from irformers.data.degrade import read_clean
+
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    for task, level in (("denoise", ["--sigma", "0"]), ("jpeg", ["--quality", "100"])):
+        out = tmp_path / task
+        assert main(["degrade", "--task", task, *level, "--gray", str(src), str(out)]) == 0
+        clean = read_clean(src / "a.png", gray=True, task=task)[..., 0].astype(int)
+        written = cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED).astype(int)
+        assert np.abs(written - clean).max() <= (0 if task == "denoise" else 2), task
+    assert not np.array_equal(
+        read_clean(src / "a.png", True, "denoise"), read_clean(src / "a.png", True, "jpeg")
+    )
 
 
 def test_degrade_names_what_is_wrong_with_its_input_folder(capsys, tmp_path):
@@ -432,6 +451,11 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
             ["--task", "denoise", "--sigma", "25", "--dataset", "Rain100L_samples"],
             "evaluated with --task paired",
         ),
+        # a level the task does not use was ignored, the table silently not what was asked
+        (["--task", "denoise", "--sigma", "25", "--quality", "10"], "--quality 10: only --task jpeg uses it"),
+        (["--task", "jpeg", "--quality", "10", "--scale", "2"], "--scale 2: only --task sr uses it"),
+        (["--task", "sr", "--scale", "2", "--sigma", "5"], "--sigma 5: only --task denoise uses it"),
+        (["--task", "denoise", "--sigma", "25", "--y"], "--y: only --task paired uses it"),
     ]:
         model = "bicubic" if "sr" in argv else "identity"
         assert main(["test", "--model", model, *argv, "--data-root", str(data_root)]) == 2, argv
@@ -442,3 +466,8 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
         == 2
     )
     assert "JPEG qualities are 1-100" in capsys.readouterr().err
+    assert (
+        main(["degrade", "--task", "demosaic", "--scale", "2", str(data_root / "Set5" / "HR"), "/nowhere"])
+        == 2
+    )
+    assert "--scale 2: only --task sr uses it, not --task demosaic" in capsys.readouterr().err

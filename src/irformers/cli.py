@@ -155,6 +155,15 @@ def _load_model(args: argparse.Namespace):
     return model, restorer
 
 
+def _check_levels(args: argparse.Namespace) -> None:
+    """A level the task does not use is a mistake (--sigma with --task jpeg), not something to ignore."""
+    for option, task in (("scale", "sr"), ("sigma", "denoise"), ("quality", "jpeg"), ("y", "paired")):
+        value = getattr(args, option, None)
+        if value not in (None, False) and args.task != task:
+            shown = "" if value is True else f" {value}"
+            raise UsageError(f"--{option}{shown}: only --task {task} uses it, not --task {args.task}")
+
+
 def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:
     """Refuse settings the model was not built for; an SR model's scale is the default ``--scale``."""
     desc = model.descriptor
@@ -181,6 +190,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     )
     from irformers.inference import model_label
 
+    _check_levels(args)
     model = restorer = model_gray = None
     scales = _numbers(args.scale, int)
     label, params_m = args.model, None
@@ -458,14 +468,9 @@ def _training_lines(summary: dict) -> list[str]:
 
 def _degrade_one(img_path: Path, args: argparse.Namespace) -> np.ndarray:
     from irformers.data import degrade
-    from irformers.data.io import ImageError, read_array
 
-    gray = args.gray
-    img = read_array(img_path, "unchanged" if gray else "rgb")
-    if img.dtype != np.uint8:
-        raise ImageError(f"{img_path}: only 8-bit images can be degraded by the conventions")
-    if gray and img.ndim == 3:
-        img = degrade.rgb_to_gray_y(img)
+    img = degrade.read_clean(img_path, args.gray, args.task)  # the clean image `test` degrades
+    img = img[..., 0] if img.shape[-1] == 1 else img  # written as a one-channel file
     if args.task == "sr":
         return degrade.bicubic_lr(img, args.scale)
     if args.task == "denoise":
@@ -480,6 +485,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     from irformers.data.io import ImageError, write_image
     from irformers.evaluate import Degradation
 
+    _check_levels(args)
     try:  # the checks `test` applies to the same options
         Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=args.gray)
     except ValueError as err:
@@ -856,7 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int)
     p.add_argument("--sigma", type=float)
     p.add_argument("--quality", type=int)
-    p.add_argument("--gray", action="store_true", help="convert color images to BT.601 Y first")
+    p.add_argument("--gray", action="store_true", help="read color files as gray, as `test` does")
     p.add_argument("indir")
     p.add_argument("outdir")
     p.set_defaults(func=cmd_degrade)
