@@ -256,6 +256,12 @@ def test_unpaired_folders_are_refused(tmp_path):
     cv2.imwrite(str(tmp_path / "P" / "target" / "y.png"), np.zeros((4, 4), np.uint8))
     with pytest.raises(DatasetError, match="unmatched: x, y"):
         find_dataset("P", tmp_path)
+    # two inputs of one stem: test scored one of them silently
+    for name in ("y.png", "y.jpg"):
+        cv2.imwrite(str(tmp_path / "P" / "input" / name), np.zeros((4, 4), np.uint8))
+    (tmp_path / "P" / "input" / "x.png").unlink()
+    with pytest.raises(DatasetError, match="y.jpg, y.png share a stem; which to use is ambiguous"):
+        find_dataset("P", tmp_path)
 
 
 def test_degrade_then_metrics_round_trip(capsys, data_root, tmp_path):

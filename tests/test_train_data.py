@@ -244,5 +244,17 @@ def test_bad_training_data_gives_one_clear_error(tmp_path, monkeypatch):
     assert "1 targets have no input" in _error(paired)
     paired.train = [SourceConfig("targets")]
     assert "needs inputs" in _error(paired)
+    # two inputs of one stem: training took one of them silently
+    _folder(tmp_path / "inputs", 2)
+    write_image(tmp_path / "inputs" / "im0.jpg", _image(24, 20))
+    paired.train = [SourceConfig("targets", input="inputs")]
+    assert "im0.jpg, im0.png share a stem; which to use is ambiguous" in _error(paired)
+    # 16-bit files failed the run when first read, after --check had passed them (colour: Pillow reads 8)
+    for c, suffix in ((3, ".png"), (1, ".png"), (3, ".tif")):
+        deep = tmp_path / f"deep{c}{suffix[1:]}"
+        deep.mkdir()
+        cv2.imwrite(str(deep / f"a{suffix}"), np.full((24, 20, c), 40000, np.uint16))
+        message = _error(DataConfig(**base, train=[SourceConfig(deep.name)]))
+        assert f"a{suffix}: uint16 images are not supported (8-bit only)" in message, message
     monkeypatch.delenv("IRFORMERS_DATA", raising=False)
     assert "needs data.root" in _error(DataConfig(task="denoise", sigma=25, train=[SourceConfig("x")]))

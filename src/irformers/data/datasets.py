@@ -61,6 +61,19 @@ def list_images(folder: Path) -> list[Path]:
     return split_files(folder)[0]
 
 
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    """Images of ``folder`` by file stem, the name that pairs them and names their outputs; two images of
+    one stem (a.png, a.jpg) make the pairing ambiguous, so the set is refused rather than one dropped."""
+    found: dict[str, Path] = {}
+    for path in list_images(folder):
+        if path.stem in found:
+            raise DatasetError(
+                f"{folder}: {found[path.stem].name}, {path.name} share a stem; which to use is ambiguous"
+            )
+        found[path.stem] = path
+    return found
+
+
 def find_dataset(name: str, data_root: str | Path | None = None, scale: int | None = None) -> Dataset:
     """Locate benchmark set ``name`` under the data root and pair its files for the task at hand."""
     root = resolve_data_root(data_root)
@@ -72,19 +85,19 @@ def find_dataset(name: str, data_root: str | Path | None = None, scale: int | No
         return _sr_dataset(name, folder, scale)
     if (folder / "input").is_dir() and (folder / "target").is_dir():
         return _paired_dataset(name, folder)
-    images = list_images(folder)
+    images = images_by_stem(folder)
     if not images:
         raise DatasetError(f"{folder}: no images (expected NAME/HR/, NAME/input+target/ or images in NAME/)")
-    return Dataset(name, folder, "clean", tuple(Sample(p.stem, p) for p in images))
+    return Dataset(name, folder, "clean", tuple(Sample(stem, p) for stem, p in images.items()))
 
 
 def _sr_dataset(name: str, folder: Path, scale: int | None) -> Dataset:
-    hr = list_images(folder / "HR")
+    hr = images_by_stem(folder / "HR")
     if not hr:
         raise DatasetError(f"{folder / 'HR'}: no images")
     lr_dir = folder / "LR_bicubic" / f"X{scale}" if scale else None
     samples = []
-    for path in hr:
+    for path in hr.values():
         source = None
         if lr_dir is not None and lr_dir.is_dir():
             source = lr_dir / f"{path.stem}x{scale}{path.suffix}"
@@ -95,8 +108,8 @@ def _sr_dataset(name: str, folder: Path, scale: int | None) -> Dataset:
 
 
 def _paired_dataset(name: str, folder: Path) -> Dataset:
-    inputs = {p.stem: p for p in list_images(folder / "input")}
-    targets = {p.stem: p for p in list_images(folder / "target")}
+    inputs = images_by_stem(folder / "input")
+    targets = images_by_stem(folder / "target")
     if not targets:
         raise DatasetError(f"{folder / 'target'}: no images")
     unmatched = sorted(set(inputs) ^ set(targets))

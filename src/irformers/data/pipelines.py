@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from irformers.data import degrade
-from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset, list_images
+from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset, images_by_stem, list_images
 from irformers.data.io import ImageError, decoded_size, error_line
 from irformers.data.resize import imresize
 from irformers.engine.config import DataConfig, DegradeConfig, StageConfig, source_degrade, stages
@@ -56,9 +56,9 @@ def _folder(path: str, root: Path | None, where: str) -> Path:
 
 def _pair_by_name(targets: Path, inputs: Path, scale: int | None, where: str) -> list[tuple[Path, Path]]:
     """Match inputs to targets by file stem; SR inputs may carry an `x{scale}` suffix (DIV2K style)."""
-    by_stem = {p.stem: p for p in list_images(inputs)}
+    by_stem = images_by_stem(inputs)
     pairs, missing = [], []
-    for target in list_images(targets):
+    for target in images_by_stem(targets).values():
         names = [target.stem] + ([f"{target.stem}x{scale}"] if scale else [])
         match = next((by_stem[n] for n in names if n in by_stem), None)
         if match is None:
@@ -100,16 +100,23 @@ def _source_files(
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header, after checking the file is an intact image (cheap checks)."""
+    """(height, width) from the file header, after checking the file is an intact 8-bit image (cheap
+    checks: training reads 8-bit files only, and must say so at `--check`, not when it meets one)."""
     try:
         with Image.open(path) as im:
             h, w = decoded_size(im)  # as read_image returns it
             if im.format == "PNG":
                 im.verify()  # walks the chunks' CRCs without decoding: finds truncated or damaged files
+                with open(path, "rb") as f:
+                    deep = f.read(25)[24] > 8  # IHDR's bit depth: Pillow opens 16-bit colour as 8-bit RGB
+            else:
+                deep = im.format == "TIFF" and max(np.atleast_1d(im.tag_v2.get(258, 8))) > 8
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except Exception as err:  # Pillow reports bad files as OSError, SyntaxError, ValueError, ...
         raise ImageError(f"{path}: not a readable image ({error_line(err)})") from None
+    if deep:
+        raise ImageError(f"{path}: uint16 images are not supported (8-bit only)")  # as read_clean says
     return h, w
 
 
