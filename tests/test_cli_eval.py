@@ -260,7 +260,7 @@ def test_unpaired_folders_are_refused(tmp_path):
     for name in ("y.png", "y.jpg"):
         cv2.imwrite(str(tmp_path / "P" / "input" / name), np.zeros((4, 4), np.uint8))
     (tmp_path / "P" / "input" / "x.png").unlink()
-    with pytest.raises(DatasetError, match="y.jpg, y.png share a stem; which to use is ambiguous"):
+    with pytest.raises(DatasetError, match=r"y\.jpg, y\.png share a stem; which to use is ambiguous"):
         find_dataset("P", tmp_path)
 
 

@@ -444,8 +444,11 @@ def test_small_presets_are_small_and_listed(monkeypatch):
             "reported_params",
             "weights",
             "note",
+            "config",
         }
         assert r["arch"] == "semanir" and r["reported_params"] is None
+        assert r["config"].items() >= get_preset(r["name"]).config.items()  # and the defaults beside them
+        assert {"window_size", "k", "depths"} <= set(r["config"])  # keys a recipe may override
         assert r["weights"] == (bundled_weights(r["name"]) is not None)
         assert 0 < r["params"] < 2_000_000
         assert r["note"]  # what the preset is, e.g. "the project's own small preset"

@@ -112,7 +112,9 @@ def describe_checkpoint(path: str | Path) -> dict:
     if not Path(path).is_file() and str(path) in PRESETS:
         bundled = bundled_weights(str(path))
         if bundled is None:
-            raise CheckpointError(f"{path}: no trained weights ship for this preset yet")
+            raise CheckpointError(
+                f"{path}: no trained weights ship for this preset yet (its config: irformers models --json)"
+            )
         path = bundled
     path = Path(path)
     state = read_state_dict(path)  # refuses pickles that would run code

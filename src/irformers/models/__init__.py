@@ -39,18 +39,24 @@ def count_params(config: dict) -> int:
 
 
 def list_presets() -> list[dict]:
-    """One plain dict per preset, as `irformers models --json` prints them."""
-    return [
-        {
-            "name": p.name,
-            "arch": p.arch,
-            "task": p.task,
-            "scale": p.scale,
-            "in_channels": p.in_channels,
-            "params": count_params(p.config),
-            "reported_params": p.reported_params_m,
-            "weights": bundled_weights(p.name) is not None,
-            "note": p.note,
-        }
-        for p in PRESETS.values()
-    ]
+    """One plain dict per preset, as `irformers models --json` prints them, with the full config: every
+    key a recipe's `model:` section may override."""
+    rows = []
+    for p in PRESETS.values():
+        with torch.device("meta"):  # no memory, no initialisation cost
+            model = build_model(p.name)
+        rows.append(
+            {
+                "name": p.name,
+                "arch": p.arch,
+                "task": p.task,
+                "scale": p.scale,
+                "in_channels": p.in_channels,
+                "params": sum(t.numel() for t in model.parameters()),
+                "reported_params": p.reported_params_m,
+                "weights": bundled_weights(p.name) is not None,
+                "note": p.note,
+                "config": model.config,
+            }
+        )
+    return rows
