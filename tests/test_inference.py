@@ -197,6 +197,8 @@ def test_self_ensemble_keeps_a_mosaic_rggb():
     np.testing.assert_allclose(
         Restorer(toy, tile="none", ensemble=True, device="cpu")(mosaic), plain, atol=1e-6
     )
+    with pytest.raises(ValueError, match="1-channel RGGB mosaic: irformers degrade --task demosaic"):
+        Restorer(toy, tile="none", device="cpu")(np.zeros((8, 8, 3), np.float32))  # was: "convert to gray"
 
 
 def test_precision_choices():

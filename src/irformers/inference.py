@@ -440,9 +440,14 @@ class Restorer:
         if to_gray:
             img = np.repeat(img, 3, axis=2)
         elif channels != expected:
+            advice = ""
+            if self.desc.bayer_input:  # a gray conversion would be no mosaic
+                advice = " (it takes a 1-channel RGGB mosaic: irformers degrade --task demosaic makes one)"
+            elif expected == 1:
+                advice = " (convert it to gray first, or use a color model)"
             raise InputError(
                 f"a {channels}-channel image cannot go through a model that takes {expected} channel(s)"
-                + (" (convert it to gray first, or use a color model)" if expected == 1 else "")
+                + advice
             )
         x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
         fn = self_ensemble(self._forward, self.desc.bayer_input) if self.ensemble else self._forward
