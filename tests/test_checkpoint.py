@@ -95,6 +95,18 @@ def test_files_that_are_not_weights_say_so(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_training_state_points_to_its_runs_weights(model, tmp_path):
+    """info called a train_state.pt foreign weights, and --arch then loaded its raw (not EMA) weights."""
+    from irformers.engine.checkpoint import save_training_state
+
+    path = tmp_path / "run" / "train_state.pt"
+    path.parent.mkdir()
+    state = {"version": 1, "step": 5, "model": model.state_dict(), "optimizer": {}, "config": {}}
+    save_training_state(path, state)
+    with pytest.raises(CheckpointError, match=r"a training state \(for resuming\), not weights; its run's"):
+        read_state_dict(path)
+
+
 def test_damaged_and_foreign_files_are_refused(model, tmp_path):
     path = tmp_path / "m.safetensors"
     save_weights(path, model)

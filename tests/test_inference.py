@@ -17,6 +17,7 @@ from irformers.engine.checkpoint import CheckpointError, save_weights
 from irformers.inference import (
     Restorer,
     axis_weights,
+    describe_checkpoint,
     load_model,
     plan_tiles,
     resolve_precision,
@@ -268,6 +269,8 @@ def test_model_loading_resolves_presets_files_and_foreign_weights(tmp_path):
     (run / "model.safetensors").touch()
     with pytest.raises(CheckpointError, match=r"this run folder's: .*run/model\.safetensors\)$"):
         load_model(run)
+    with pytest.raises(CheckpointError, match=r"this run folder's: .*run/model\.safetensors\)$"):
+        describe_checkpoint(run)  # `irformers info RUN_FOLDER` said "no such file"
 
     torch.manual_seed(0)
     model = build_model("baseline-t-sr-x2")

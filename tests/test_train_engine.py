@@ -368,6 +368,9 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
         tmp_path, capsys, {**raw, "model": {"preset": "hiir-t-denoise-color"}}, *paired
     )  # Val holds clean images: found by --check, not by the validation after training
     assert "no training state to resume from" in _cli_error(tmp_path, capsys, raw, "--resume", str(tmp_path))
+    assert "nver: no training state to resume from (expected auto, never, a run folder" in _cli_error(
+        tmp_path, capsys, raw, "run.resume=nver"
+    )  # a typo was read as a path, and the message did not say what the key takes
     assert "run.device: 'gpu' is not a device" in _cli_error(tmp_path, capsys, raw, "run.device=gpu")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     absent = f"cuda:{gpus}"  # one past the last GPU: absent on every machine

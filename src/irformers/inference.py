@@ -94,15 +94,19 @@ def load_model(
                 f"(weights you trained), or --allow-random-init for smoke tests only"
             )
     elif path.is_dir():
-        run_weights = path / "model.safetensors"  # what `irformers train` writes into its run folder
-        hint = f" (this run folder's: {run_weights})" if run_weights.is_file() else ""
-        raise CheckpointError(f"{path}: a folder, not a weights file; pass the file{hint}")
+        raise _folder_error(path)
     elif path.suffix in WEIGHTS_SUFFIXES or len(path.parts) > 1:
         raise CheckpointError(f"{path}: no such file")
     else:
         raise CheckpointError(f"{spec}: neither a weights file nor a preset name (see `irformers models`)")
     model.random_init = getattr(model, "random_init", False)
     return model.to(device).eval()
+
+
+def _folder_error(path: Path) -> CheckpointError:
+    run_weights = path / "model.safetensors"  # what `irformers train` writes into its run folder
+    hint = f" (this run folder's: {run_weights})" if run_weights.is_file() else ""
+    return CheckpointError(f"{path}: a folder, not a weights file; pass the file{hint}")
 
 
 def describe_checkpoint(path: str | Path) -> dict:
@@ -117,6 +121,8 @@ def describe_checkpoint(path: str | Path) -> dict:
             )
         path = bundled
     path = Path(path)
+    if path.is_dir():
+        raise _folder_error(path)
     state = read_state_dict(path)  # refuses pickles that would run code
     meta = read_metadata(path)
     info: dict = {

@@ -128,6 +128,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # truncated or not a PyTorch file at all
         detail = f"{type(err).__name__}: {error_line(err)}"  # torch's own words can be a bare "105"
         raise CheckpointError(f"{path}: damaged or not a PyTorch weights file ({detail})") from None
+    if isinstance(raw, Mapping) and {"step", "optimizer", "config"} <= raw.keys():  # save_training_state's
+        raise CheckpointError(  # its "model" is the raw weights of a config the file alone does not name
+            f"{path}: a training state (for resuming), not weights; its run's weights are "
+            f"{path.parent / 'model.safetensors'}"
+        )
     return _unnest(raw, path)
 
 

@@ -421,7 +421,9 @@ class Trainer:
         path = Path(choice)
         path = path / STATE_FILE if path.is_dir() else path
         if not path.is_file():
-            raise ConfigError(f"run.resume: {path}: no training state to resume from")
+            typo = not Path(choice).exists()
+            expected = " (expected auto, never, a run folder or a state file)" if typo else ""
+            raise ConfigError(f"run.resume: {path}: no training state to resume from{expected}")
         return path
 
     def _val_degradation(self, layout: str) -> Degradation:
