@@ -293,7 +293,7 @@ def test_info_gives_each_source_of_a_mix_its_own_task_and_level(tmp_path, capsys
     training = {
         "steps": 5,
         "total_steps": 5,
-        "seconds": 60,
+        "seconds": 40,
         "task": "denoise",
         "data": data,
         "recipe": recipe,
@@ -301,8 +301,11 @@ def test_info_gives_each_source_of_a_mix_its_own_task_and_level(tmp_path, capsys
     path = tmp_path / "mix.safetensors"
     save_weights(path, build_model(TINY_SR), metadata={"preset": "tiny-test", "training": training})
     assert main(["info", str(path)]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  1. "))
+    out = capsys.readouterr().out.splitlines()
+    line = next(x for x in out if x.startswith("  1. "))
     assert "denoise sigma 0-50 on Train400, Classic (jpeg q 10-40) (seed 0," in line, line
+    assert line.startswith("  1. 5 steps, 40 s, ")  # not "0 min", nor "0.0 h" in the total:
+    assert next(x for x in out if x.startswith("training ")).endswith("1 stage(s), 5 steps, 40 s")
 
 
 def test_alpha_is_dropped_with_a_note_where_the_format_has_none(tmp_path, weights, capsys):

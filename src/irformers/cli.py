@@ -432,21 +432,28 @@ def _source_text(source: dict, degrade: dict) -> str:
     return f"{source.get('target')} ({merged.get('task', '?')}{_levels(merged)})"
 
 
+def _duration(stages: list[dict]) -> str:
+    """Training time in the unit that shows it: a quick run is '40 s', not '0.0 h'."""
+    seconds = sum(s.get("seconds", 0) for s in stages)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
 def _training_lines(summary: dict) -> list[str]:
     """The training summary, one line per stage, oldest first (``--json`` shows it as stored)."""
     from irformers.engine.checkpoint import training_stages
 
     stages = training_stages(summary)
     steps = sum(s.get("steps", 0) for s in stages)
-    hours = sum(s.get("seconds", 0) for s in stages) / 3600
-    lines = [f"{'training':12s} {len(stages)} stage(s), {steps} steps, {hours:.1f} h"]
+    lines = [f"{'training':12s} {len(stages)} stage(s), {steps} steps, {_duration(stages)}"]
     for number, stage in enumerate(stages, 1):
         recipe = stage.get("recipe")
         degrade = recipe.get("degrade", {}) if recipe else {}
         data = ", ".join(_source_text(d, degrade) for d in stage.get("data", []))
         done, total = stage.get("steps", 0), stage.get("total_steps")
         line = f"  {number}. {done}{f'/{total}' if total not in (None, done) else ''} steps"
-        line += f", {stage.get('seconds', 0) / 60:.0f} min"
+        line += f", {_duration([stage])}"
         line += f", {stage.get('task', '?')}{_levels(degrade) if recipe else ''} on {data or '?'}"
         if recipe:
             patches = " then ".join(f"{p}px x {b}" for _, p, b in recipe["patches"])
