@@ -157,11 +157,12 @@ def _load_model(args: argparse.Namespace):
 
 def _check_levels(args: argparse.Namespace) -> None:
     """A level the task does not use is a mistake (--sigma with --task jpeg), not something to ignore."""
-    for option, task in (("scale", "sr"), ("sigma", "denoise"), ("quality", "jpeg"), ("y", "paired")):
+    used_by = {"scale": ("sr",), "sigma": ("denoise",), "quality": ("jpeg",), "y": ("paired", "sr")}  # SR: Y
+    for option, tasks in used_by.items():
         value = getattr(args, option, None)
-        if value not in (None, False) and args.task != task:
+        if value not in (None, False) and args.task not in tasks:
             shown = "" if value is True else f" {value}"
-            raise UsageError(f"--{option}{shown}: only --task {task} uses it, not --task {args.task}")
+            raise UsageError(f"--{option}{shown}: only --task {tasks[0]} uses it, not --task {args.task}")
 
 
 def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:
