@@ -95,6 +95,20 @@ def test_files_that_are_not_weights_say_so(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_save_weights_writes_what_readers_take_it_for(model, tmp_path):
+    """A .pth name held safetensors bytes (refused on load as a code-running pickle), metadata could
+    replace the config that rebuilds the network, and an upper-case suffix read as foreign weights."""
+    with pytest.raises(CheckpointError, match=r"e\.pth: weights are written as \.safetensors"):
+        save_weights(tmp_path / "e.pth", model)
+    with pytest.raises(CheckpointError, match="metadata key 'config' is the model's own"):
+        save_weights(tmp_path / "c.safetensors", model, metadata={"config": {"arch": "hiir"}})
+    assert not list(tmp_path.iterdir())
+    upper = tmp_path / "A.SAFETENSORS"
+    save_weights(upper, model)
+    assert read_metadata(upper)["config"] == model.config
+    assert model_from_file(upper).config == model.config
+
+
 def test_a_training_state_points_to_its_runs_weights(model, tmp_path):
     """info called a train_state.pt foreign weights, and --arch then loaded its raw (not EMA) weights."""
     from irformers.engine.checkpoint import save_training_state

@@ -68,7 +68,7 @@ def load_model(
     if path.is_file():
         check_weights_suffix(path)
         if arch is None:
-            if path.suffix != ".safetensors" or "config" not in read_metadata(path):
+            if path.suffix.lower() != ".safetensors" or "config" not in read_metadata(path):
                 raise CheckpointError(
                     f"{path}: foreign weights (no irformers config inside); pass --arch PRESET to say "
                     f"which network they belong to"

@@ -40,10 +40,15 @@ def save_weights(
     metadata: Mapping | None = None,
     state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write `state_dict` (default: the model's) with the model's config and `metadata` (JSON-able)."""
+    """Write `state_dict` (default: the model's) with the model's config and `metadata` (JSON-able) to a
+    `.safetensors` file (the one format that carries them, and that every reader takes for what it is)."""
+    if Path(path).suffix.lower() != ".safetensors":
+        raise CheckpointError(f"{path}: weights are written as .safetensors; name the file so")
     config = getattr(model, "config", None)
     if config is None:
         raise CheckpointError(f"{path}: the model has no .config; build it with irformers.build_model")
+    if metadata and "config" in metadata:
+        raise CheckpointError(f"{path}: metadata key 'config' is the model's own (it rebuilds the network)")
     state = state_dict if state_dict is not None else model.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     info = {"config": config, **(metadata or {})}
@@ -56,7 +61,7 @@ def read_metadata(path: str | Path) -> dict:
     """The JSON metadata of an irformers `.safetensors` file ({} for foreign files, `.pth` ones too)."""
     from safetensors import safe_open
 
-    if Path(path).suffix != ".safetensors":
+    if Path(path).suffix.lower() != ".safetensors":
         return {}
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -198,7 +203,7 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.
 def model_from_file(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild and load a model from a self-describing irformers `.safetensors` file, in eval mode."""
     path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
         raise CheckpointError(f"{path}: expected an existing irformers .safetensors weights file")
     info = read_metadata(path)
     if "config" not in info:
