@@ -260,6 +260,9 @@ def test_model_loading_resolves_presets_files_and_foreign_weights(tmp_path):
     assert not shipped.random_init and shipped.metadata["preset"] == "semanir-t-sr-x2"
     with pytest.raises(CheckpointError, match="neither a weights file nor a preset"):
         load_model("no-such-model")
+    assert load_model("semanir-t-sr-x2", device="auto").descriptor.scale == 2  # torch: "auto" is no device
+    with pytest.raises(CheckpointError, match=r"^device: 'cuda:7' needs cuda:7, but this machine has"):
+        load_model("semanir-t-sr-x2", device="cuda:7")
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "missing.safetensors")
     run = tmp_path / "run"  # a training run's folder: the message names the file inside

@@ -63,6 +63,10 @@ def load_model(
     with one line.
     """
     path = Path(spec)
+    try:
+        device = resolve_device(device)  # before loading: "auto" and a missing GPU fail in one line too
+    except ValueError as err:
+        raise CheckpointError(f"device: {err}") from None
     if arch is not None and arch not in PRESETS:
         raise CheckpointError(f"--arch {arch}: unknown preset (see `irformers models`)")
     if path.is_file():
