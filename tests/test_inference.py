@@ -202,6 +202,16 @@ def test_self_ensemble_keeps_a_mosaic_rggb():
         Restorer(toy, tile="none", device="cpu")(np.zeros((8, 8, 3), np.float32))  # was: "convert to gray"
 
 
+def test_integer_pixels_are_scaled_by_restore_and_refused_by_restorer():
+    """Restorer took uint8 pixels as they were (0-255 into a [0, 1] model: outputs up to 279)."""
+    toy = Toy(lambda x: x)
+    img = np.full((8, 8, 3), 255, np.uint8)
+    assert np.allclose(irformers.restore(img, toy, tile="none", device="cpu"), 1.0)
+    for bad, call in ((img, Restorer(toy, tile="none", device="cpu")), (img.astype(np.int32), None)):
+        with pytest.raises(ValueError, match=f"^{bad.dtype} pixels: "):
+            call(bad) if call else irformers.restore(bad, toy, tile="none", device="cpu")
+
+
 def test_precision_choices():
     toy = Toy(lambda x: x)
     cpu = torch.device("cpu")

@@ -401,7 +401,8 @@ class Restorer:
     """A model as ``evaluate``'s Restorer: float32 H x W x C numpy in [0, 1] in, float32 H' x W' x C' out.
 
     A gray image given to a color model goes through as three equal channels and comes back as one
-    (their mean); a color image given to a gray model is an error. The model is moved to ``device``.
+    (their mean); a color image given to a gray model is an error, and so is an integer image (scale it,
+    or use ``restore``, which does). The model is moved to ``device`` and put in eval mode.
     """
 
     def __init__(
@@ -444,6 +445,8 @@ class Restorer:
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(image.dtype, np.floating):  # uint8 pixels would go in as 0-255
+            raise InputError(f"{image.dtype} pixels: Restorer takes float images in [0, 1]")
         img = image[..., None] if image.ndim == 2 else image
         channels, expected = img.shape[2], self.desc.in_channels
         to_gray = channels == 1 and expected == 3 and self.desc.out_channels == 3
@@ -480,8 +483,10 @@ class Restorer:
 
 def restore(image: np.ndarray, model: nn.Module, **options) -> np.ndarray:
     """Restore one float32 H x W (x C) image in [0, 1] (uint8/uint16 are scaled to it); options as
-    ``Restorer`` (tile, overlap, ensemble, precision, device, k, memory_mb, progress)."""
+    ``Restorer`` (tile, overlap, ensemble, precision, device, k, memory_mb, progress, compile)."""
     if image.dtype in (np.uint8, np.uint16):
         image = image.astype(np.float32) / np.iinfo(image.dtype).max
+    elif not np.issubdtype(image.dtype, np.floating):
+        raise InputError(f"{image.dtype} pixels: restore takes float in [0, 1], uint8 or uint16")
     out = Restorer(model, **options)(image)
     return out[..., 0] if image.ndim == 2 else out
