@@ -69,9 +69,10 @@ def test_sample_sigma_is_uniform_in_range():
 
 def test_jpeg_layouts_channel_order_and_quality():
     rgb = _smooth_rgb()
-    for img in (rgb, rgb[..., 1]):
+    for img in (rgb, rgb[..., 1], rgb[..., 1:2]):  # H x W x 1: what read_clean gives for gray
         out = jpeg_compress(img, 30)
         assert out.shape == img.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(jpeg_compress(rgb[..., 1:2], 30)[..., 0], jpeg_compress(rgb[..., 1], 30))
     # Channel order survives the BGR codec: a red square stays red.
     red = np.zeros((32, 32, 3), np.uint8)
     red[..., 0] = 200

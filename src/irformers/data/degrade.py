@@ -39,15 +39,18 @@ def sample_sigma(rng: np.random.Generator, low: float, high: float) -> float:
 def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
     """Encode and decode with OpenCV's JPEG codec (4:2:0 chroma for color), as the papers' test sets.
 
-    Takes uint8 gray (H x W) or RGB (H x W x 3) and returns the same layout.
+    Takes uint8 gray (H x W or H x W x 1, as `read_clean` gives it) or RGB (H x W x 3) and returns the
+    same layout.
     """
     if img.dtype != np.uint8:
         raise TypeError(f"jpeg_compress takes uint8 images, got {img.dtype}")
     if not 0 <= quality <= 100:
         raise ValueError(f"JPEG quality must be in [0, 100], got {quality}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        return jpeg_compress(img[..., 0], quality)[..., None]
     color = img.ndim == 3 and img.shape[2] == 3
     if not color and img.ndim != 2:
-        raise ValueError(f"jpeg_compress takes H x W or H x W x 3 images, got shape {img.shape}")
+        raise ValueError(f"jpeg_compress takes H x W, H x W x 1 or H x W x 3 images, got shape {img.shape}")
     ok, buf = cv2.imencode(".jpg", img[..., ::-1] if color else img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("OpenCV failed to encode the image as JPEG")
