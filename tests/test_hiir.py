@@ -281,6 +281,8 @@ def test_bad_options_are_refused():
         hiir.LevelAttention(8, 2, 1, qk_dim=4, window=2, region=4, attn_type="l2")
     with pytest.raises(ValueError, match="unknown keys"):
         hiir.build({"arch": "hiir", "windw_size": 8})
+    with pytest.raises(ValueError, match="region_size 32 must be a multiple of window_size 7"):
+        build_model("hiir-t-sr-x2", window_size=7)  # built, then every forward failed
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -211,6 +211,8 @@ class LevelAttention(nn.Module):
             )
         if attn_type not in ("dot", "cosine"):
             raise ValueError(f"hiir.py: attn_type must be 'dot' or 'cosine', got {attn_type!r}")
+        if region % window:  # else every forward fails: regions are grouped into whole windows
+            raise ValueError(f"hiir.py: region_size {region} must be a multiple of window_size {window}")
         self.dim, self.num_heads, self.qk_dim, self.level = dim, num_heads, qk_dim, level
         self.grouping = dict(window=window, region=region, l3_max_regions=l3_max_regions, permute=permute)
         self.qkv = nn.Linear(dim, 2 * qk_dim + dim)
