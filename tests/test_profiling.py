@@ -52,7 +52,11 @@ def test_peak_memory_sees_a_temporary_allocation():
 
 def test_profile_model_reports_consistent_figures():
     model = build_model("hiir-t-sr-x2")
-    r = profiling.profile_model(model, (1, 3, 32, 32), device=CPU, repeat=2)
+    state = torch.get_rng_state()
+    r = profiling.profile_model(model, (1, 3, 32, 32), device="cpu", repeat=2)  # a device name will do
+    assert torch.equal(torch.get_rng_state(), state)  # it drew its input from the caller's generator
+    with pytest.raises(ValueError, match="repeat must be at least 1"):  # was: no median for empty data
+        profiling.profile_model(model, (1, 3, 32, 32), device=CPU, repeat=0)
     assert r["params"] == sum(p.numel() for p in model.parameters())
     assert r["macs"] == profiling.count_macs(model, (1, 3, 32, 32))
     assert r["gflops"] == pytest.approx(2 * r["macs"] / (r["median_ms"] / 1000) / 1e9)

@@ -142,7 +142,7 @@ def profile_model(
     model: nn.Module,
     shape: tuple[int, ...],
     *,
-    device: torch.device,
+    device: str | torch.device,
     dtype: torch.dtype = torch.float32,
     repeat: int = 5,
     warmup: int = 1,
@@ -153,10 +153,14 @@ def profile_model(
     """Params, MACs, latency (median / min ms of `repeat` calls) and peak memory of inference on `shape`.
 
     fp32 runs the model as it is; bf16 / fp16 run it under autocast (as `irformers restore` does).
-    `compile=True` times `torch.compile(model)` (compilation happens in the warm-up calls).
+    `compile=True` times `torch.compile(model)` (compilation happens in the warm-up calls). The model is
+    moved to `device` and put in eval mode; the caller's random state is left as it was.
     """
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
+    device = torch.device(device)
     model = model.to(device).eval()
-    x = torch.rand(shape, device=device)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)  # a private generator
     net = torch.compile(model) if compile else model
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
