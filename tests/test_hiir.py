@@ -323,7 +323,9 @@ def test_presets_listed_and_named():
 
 
 def _check_forward_backward(model, x: torch.Tensor, scale: int, out_channels: int) -> None:
-    y = model(x, k=64)  # run-time options of other architectures are ignored
+    with pytest.raises(TypeError, match="takes no run-time options, got k"):
+        model(x, k=64)  # SemanIR's option: ignored silently before
+    y = model(x)
     assert y.shape == (x.shape[0], out_channels, x.shape[2] * scale, x.shape[3] * scale)
     y.square().mean().backward()
     grads = [p.grad for p in model.parameters()]

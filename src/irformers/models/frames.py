@@ -368,7 +368,13 @@ class FramedModel(nn.Module):
         return []
 
     def forward(self, x: torch.Tensor, **runtime) -> torch.Tensor:
-        """Run-time options (SemanIR's `k=`, `backend=`) reach every stage; stages ignore the others'."""
+        """Run-time options (SemanIR's `k=`, `backend=`, which its forward names) reach every stage; an
+        architecture without them refuses any, as its stages would ignore a `k` silently."""
+        if runtime and not self.supports_k:
+            raise TypeError(
+                f"{self.arch}: takes no run-time options, got {', '.join(sorted(runtime))} "
+                f"(k and backend are SemanIR's)"
+            )
         if x.dim() != 4 or x.shape[1] != self.descriptor.in_channels:
             raise ValueError(
                 f"{self.arch}: expected input (B, {self.descriptor.in_channels}, H, W), got {tuple(x.shape)}"
