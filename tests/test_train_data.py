@@ -165,6 +165,16 @@ def test_ranks_split_the_single_process_stream_and_a_resume_continues_it():
     assert draws == list(range(24))
 
 
+def test_a_resume_on_another_number_of_processes_neither_repeats_nor_skips_draws():
+    plan = [StageConfig(0, 8, 2), StageConfig(4, 8, 1)]
+    two = [_sampler(plan=plan, start=0, end=3, rank=r, world_size=2) for r in (0, 1)]
+    stood = two[0].draws_before(3)
+    assert sorted(key[1] for s in two for batch in s for key in batch) == list(range(stood))
+    one = _sampler(plan=plan, start=3, end=6, origin=(3, stood))
+    after = [key[1] for batch in one for key in batch]
+    assert after == list(range(stood, stood + 4)) and one.draws_before(6) == stood + 4  # 2 + 1 + 1
+
+
 def test_progressive_schedule_changes_patch_and_batch_and_counts_draws():
     plan = [StageConfig(0, 8, 4), StageConfig(3, 12, 2), StageConfig(5, 16, 1)]
     sampler = _sampler(plan=plan, start=0, end=7, world_size=2)

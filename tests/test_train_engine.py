@@ -195,7 +195,7 @@ def test_shutdown_ends_the_gloo_threads_so_they_cannot_abort_the_exit(tmp_path):
         assert (tmp_path / f"rank{rank}.txt").read_text() == "gloo threads left: 0", rank
 
 
-def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path):
+def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path, capsys):
     raw = _raw_config(tmp_path, "ddp", data={"batch_size": 1}, train={"steps": 3}, val={"every": 0})
     raw["model"]["drop_path"] = 0.0
     (tmp_path / "ddp.yaml").write_text(json.dumps(raw))  # JSON is YAML
@@ -222,6 +222,15 @@ def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path):
     reference = _state(tmp_path, "single")["model"]
     for key, value in state["model"].items():
         torch.testing.assert_close(value, reference[key], atol=1e-5, rtol=1e-4)
+    # resumed on one process, the data stream goes on where the two left it (steps 4-5: draws 6 and 7);
+    # it restarted from draw 4, as if every step so far had drawn on one rank
+    capsys.readouterr()
+    raw["train"]["steps"] = 5
+    _train(raw)
+    assert "changed recipe: train.steps: 3 -> 5; processes 2 -> 1" in capsys.readouterr().err
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    epochs = [r["epoch"] for r in log if r["kind"] == "train"]
+    assert epochs == [round(draws / 5, 3) for draws in (2, 4, 6, 7, 8)]  # 5 training images
 
 
 def test_sigkill_during_training_leaves_a_loadable_checkpoint(tmp_path):

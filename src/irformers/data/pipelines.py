@@ -278,11 +278,25 @@ def epoch_order(sizes: list[int], weights: list[float], seed: int, epoch: int) -
     return order[rng.permutation(len(order))]
 
 
+def draws_before(
+    step: int, plan: list[StageConfig], world_size: int, origin: tuple[int, int] = (0, 0)
+) -> int:
+    """Draws of the data stream before `step`, each step drawing its batch on `world_size` ranks from
+    `origin = (step, draws made before it)` on."""
+    first, total = origin
+    for i, s in enumerate(plan):
+        stop = min(step, plan[i + 1].start if i + 1 < len(plan) else step)
+        total += max(stop - max(s.start, first), 0) * s.batch_size * world_size
+    return total
+
+
 class DrawSampler(torch.utils.data.Sampler):
     """The batches (lists of dataset keys) of one rank for steps `start` to `end - 1`.
 
     Step t uses the global draws [D(t), D(t) + B_t * world), D(t) = draws of all earlier steps;
     rank r takes its B_t-long slice. B_t and the patch size follow the progressive schedule.
+    `origin = (step, draws)` is where a resumed run's stream stood (`draws` made before `step`): a run
+    resumed on another number of processes goes on from there, neither repeating nor skipping draws.
     """
 
     def __init__(
@@ -296,9 +310,11 @@ class DrawSampler(torch.utils.data.Sampler):
         end: int,
         rank: int = 0,
         world_size: int = 1,
+        origin: tuple[int, int] = (0, 0),
     ) -> None:
         self.sizes, self.weights, self.plan, self.seed = sizes, weights, plan, seed
         self.start, self.end, self.rank, self.world = start, end, rank, world_size
+        self.origin = origin
         self.epoch_len = len(epoch_order(sizes, weights, seed, 0))
         self._epoch: tuple[int, np.ndarray] | None = None
 
@@ -309,11 +325,7 @@ class DrawSampler(torch.utils.data.Sampler):
         return [s for s in self.plan if s.start <= step][-1]
 
     def draws_before(self, step: int) -> int:
-        total = 0
-        for i, s in enumerate(self.plan):
-            stop = min(step, self.plan[i + 1].start if i + 1 < len(self.plan) else step)
-            total += max(stop - s.start, 0) * s.batch_size * self.world
-        return total
+        return draws_before(step, self.plan, self.world, self.origin)
 
     def _item(self, draw: int) -> int:
         epoch, pos = divmod(draw, self.epoch_len)
@@ -341,6 +353,7 @@ def make_loader(
     end: int,
     rank: int = 0,
     world_size: int = 1,
+    origin: tuple[int, int] = (0, 0),
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """The DataLoader of one rank for steps [start, end): batches of (input, target) float tensors."""
@@ -353,6 +366,7 @@ def make_loader(
         end=end,
         rank=rank,
         world_size=world_size,
+        origin=origin,
     )
     # Patches use no torch randomness, but a DataLoader draws a worker base seed when it starts; its
     # own generator keeps that draw out of the global RNG stream that a resumed run restores.

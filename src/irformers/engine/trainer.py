@@ -36,7 +36,7 @@ from torch import nn
 
 from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset
 from irformers.data.io import TEMP_GLOB
-from irformers.data.pipelines import PatchDataset, find_items, make_loader
+from irformers.data.pipelines import PatchDataset, draws_before, find_items, make_loader
 from irformers.engine import distributed
 from irformers.engine.checkpoint import (
     WEIGHTS_FILE,
@@ -467,6 +467,7 @@ class Trainer:
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
 
         self.step, self.elapsed, self.validation = 0, 0.0, {}
+        self.data_origin, self.resumed_world = (0, 0), info.world_size
         seed_everything(cfg.run.seed + info.rank)
         if self.resume_state is not None:
             self._restore(self.resume_state)
@@ -474,7 +475,10 @@ class Trainer:
         stop = min(t.steps, cfg.run.stop_at or t.steps)
         start = self.step
         if info.is_main and self.resume_from is not None:  # its run folder holds the recipe it followed
-            changes = "; ".join(recipe_changes(self.resume_from.parent / CONFIG_FILE, cfg))
+            listed = recipe_changes(self.resume_from.parent / CONFIG_FILE, cfg)
+            if self.resumed_world != info.world_size:  # each step's draws, the global batch, change too
+                listed.append(f"processes {self.resumed_world} -> {info.world_size}")
+            changes = "; ".join(listed)
             if changes:
                 print(
                     f"note: {self.run_dir} resumes at step {start} with a changed recipe: {changes} "
@@ -493,6 +497,7 @@ class Trainer:
             end=stop,
             rank=info.rank,
             world_size=info.world_size,
+            origin=self.data_origin,
             pin_memory=device.type == "cuda",
         )
         log = RunLog(self.run_dir, info.is_main, cfg, start, stop, append=self.resume_from is not None)
@@ -585,7 +590,7 @@ class Trainer:
                 self.validation = {"step": done, **self._validate(model)}
                 log.write({"kind": "val", **self.validation})
             if done % cfg.checkpoint.every == 0 or done == stop:
-                self._checkpoint(model, self.elapsed + pause - session_start)
+                self._checkpoint(model, self.elapsed + pause - session_start, sampler.draws_before(done))
             tick += time.perf_counter() - pause  # throughput counts training time only
 
     def _random_k(self, step: int, choices: tuple[int, ...]) -> int:
@@ -659,8 +664,9 @@ class Trainer:
             "ema_decay": t.ema_decay,
         }
 
-    def _checkpoint(self, model: nn.Module, elapsed: float) -> None:
-        """Training state, then weights, from rank 0; every rank contributes its RNG state."""
+    def _checkpoint(self, model: nn.Module, elapsed: float, draws: int) -> None:
+        """Training state, then weights, from rank 0; every rank contributes its RNG state. `draws`: how
+        far the data stream is, which a resume on another number of processes goes on from."""
         rngs = distributed.gather(rng_state())
         if self.dist.is_main:
             state = {
@@ -672,7 +678,12 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": rngs,
-                "data": {"seed": self.cfg.run.seed, "step": self.step},
+                "data": {
+                    "seed": self.cfg.run.seed,
+                    "step": self.step,
+                    "draws": draws,
+                    "world_size": self.dist.world_size,
+                },
                 "validation": self.validation,
                 "config": self.cfg.to_dict(),
             }
@@ -699,6 +710,12 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.validation = state.get("validation", {})
+        data = state.get("data", {})
+        self.resumed_world = int(data.get("world_size", len(state["rng"])))  # older states: one RNG per rank
+        draws = data.get("draws")
+        if draws is None:  # a state from before "draws" was kept: every step drew on resumed_world ranks
+            draws = draws_before(self.step, stages(self.cfg.data), self.resumed_world)
+        self.data_origin = (self.step, int(draws))
         if self.dist.rank < len(state["rng"]):
             set_rng_state(state["rng"][self.dist.rank])
 
