@@ -75,6 +75,7 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
         ("train.steps", "expected key.sub=value"),
         ("model={}", "model: give model.preset"),
         ("val.k=0", "val.k: must be > 0, got 0"),
+        ("data.pad_to_patch=true", "data.pad_to_patch: pads the images of same-size tasks only, not SR"),
         ("data.patch_size=0", "data.patch_size: must be > 0, got 0"),  # not the implicit progressive.0
         ("data.sigma=25", "data.sigma: only task 'denoise' uses it; data is for sr"),
         ("val.quality=10", "val.quality: only task 'jpeg' uses it; val is for sr"),  # validates data.task

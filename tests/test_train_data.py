@@ -194,6 +194,25 @@ def _folder(path: Path, n: int, size=(24, 20), c: int = 3) -> Path:
     return path
 
 
+def test_images_smaller_than_the_patch_are_refused_or_mirrored_to_fill_it(tmp_path):
+    """Restormer's recipes train 384-pixel patches on sets with 180 x 180 images (BSD400): pad_to_patch
+    mirrors such an image at its bottom and right; without it, --check names the image and the fixes."""
+    _folder(tmp_path / "small", 1, size=(20, 12))
+    data = DataConfig(task="denoise", sigma=25, train=[SourceConfig("small")], root=str(tmp_path))
+    data.progressive = [StageConfig(0, 8, 2), StageConfig(5, 16, 1)]
+    message = _error(data)
+    assert "12x20 is smaller than the training patch (16x16" in message and "data.progressive" in message
+    assert "data.pad_to_patch" in message
+    data.pad_to_patch = True
+    items, _ = find_items(data)
+    inp, tgt = PatchDataset(items, seed=0, augment=False, pad=True)[(0, 0, 16)]
+    assert inp.shape == tgt.shape == (3, 16, 16)
+    image = _image(20, 12, seed=0)
+    mirrored = np.pad(image, ((0, 0), (0, 4), (0, 0)), mode="symmetric")  # 12 wide: 4 columns mirrored
+    top = [t for t in range(5) if np.allclose(tgt.numpy().transpose(1, 2, 0), mirrored[t : t + 16] / 255)]
+    assert top, "the target patch is a crop of the mirrored image"
+
+
 def test_patches_are_the_same_with_and_without_workers_and_cache(tmp_path):
     _folder(tmp_path / "clean", 4)
     data = DataConfig(

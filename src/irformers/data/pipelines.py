@@ -120,7 +120,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def _check_sizes(item: TrainItem, patch: int, where: str) -> None:
+def _check_sizes(item: TrainItem, patch: int, where: str, pad: bool = False) -> None:
     h, w = image_size(item.target)
     s = item.degrade.scale if item.degrade.task == "sr" else 1
     if item.source is not None:
@@ -130,12 +130,13 @@ def _check_sizes(item: TrainItem, patch: int, where: str) -> None:
                 f"{where}: {item.source}: input {sw}x{sh} does not match its target "
                 f"{item.target.name} {w}x{h}" + (f" / {s}" if s > 1 else "")
             )
-    if min(h, w) // s < patch:
+    if min(h, w) // s < patch and not pad:
         raise DatasetError(
             f"{where}: {item.target}: {w}x{h} is smaller than the training patch "
             f"({patch * s}x{patch * s}: patch size {patch}"
             + (f" at x{s})" if s > 1 else ")")
-            + "; lower data.patch_size or remove the image"
+            + "; lower the largest patch_size (data or data.progressive), remove the image"
+            + (", or set data.pad_to_patch" if s == 1 else "")
         )
 
 
@@ -155,7 +156,7 @@ def find_items(data: DataConfig) -> tuple[list[TrainItem], list[int]]:
         deg = source_degrade(data, source, where)
         found = [TrainItem(t, s, deg) for t, s in _source_files(source, deg, root, where)]
         for item in found:
-            _check_sizes(item, largest, where)
+            _check_sizes(item, largest, where, data.pad_to_patch)
         items += found
         sizes.append(len(found))
     return items, sizes
@@ -191,14 +192,21 @@ def make_pair(
     patch: int,
     rng: np.random.Generator,
     augment: bool,
+    pad: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(input, target) float32 H x W x C patches from uint8 images, `patch` = the input side."""
+    """(input, target) float32 H x W x C patches from uint8 images, `patch` = the input side. `pad`:
+    an image smaller than the patch is mirrored at its bottom and right edges to fill it (Restormer)."""
     flip = int(rng.integers(8)) if augment else 0
     if deg.task == "sr":
         # LR is a function of the whole image: cut the pair first, then flip/rotate both alike.
         lr, hr = _sr_pair(target, source, deg.scale, patch, rng)
         return (_dihedral(lr, flip).astype(np.float32) / 255, _dihedral(hr, flip).astype(np.float32) / 255)
     h, w = target.shape[:2]
+    if pad and min(h, w) < patch:
+        grow = ((0, max(patch - h, 0)), (0, max(patch - w, 0)), (0, 0))
+        target = np.pad(target, grow, mode="symmetric")
+        source = None if source is None else np.pad(source, grow, mode="symmetric")
+        h, w = target.shape[:2]
     top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
     clean = _dihedral(target[top : top + patch, left : left + patch], flip)
     clean_f = clean.astype(np.float32) / 255
@@ -224,10 +232,12 @@ def make_pair(
 class PatchDataset(torch.utils.data.Dataset):
     """Map-style dataset over keys `(image index, draw number, patch size)` made by `DrawSampler`."""
 
-    def __init__(self, items: list[TrainItem], seed: int, augment: bool = True, cache: bool = False) -> None:
+    def __init__(
+        self, items: list[TrainItem], seed: int, augment: bool = True, cache: bool = False, pad: bool = False
+    ) -> None:
         self.items = items
         self.seed = seed
-        self.augment = augment
+        self.augment, self.pad = augment, pad
         # Decoded in the main process, before any worker starts: workers share it (fork), and a broken
         # file stops the run before training.
         self._cache = [self._load(item) for item in items] if cache else None
@@ -250,7 +260,7 @@ class PatchDataset(torch.utils.data.Dataset):
         item = self.items[index]
         target, source = self._cache[index] if self._cache is not None else self._load(item)
         rng = np.random.default_rng([self.seed, _PATCH_STREAM, draw])
-        inp, tgt = make_pair(target, source, item.degrade, patch, rng, self.augment)
+        inp, tgt = make_pair(target, source, item.degrade, patch, rng, self.augment, self.pad)
         return (
             torch.from_numpy(np.ascontiguousarray(inp.transpose(2, 0, 1))),
             torch.from_numpy(np.ascontiguousarray(tgt.transpose(2, 0, 1))),

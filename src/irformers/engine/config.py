@@ -80,6 +80,7 @@ class DataConfig(DegradeConfig):
     batch_size: int = 16  # per process
     progressive: list[StageConfig] = field(default_factory=list)  # optional patch/batch schedule
     augment: bool = True  # random flips and 90-degree rotations
+    pad_to_patch: bool = False  # reflect-pad images smaller than a patch, as Restormer does (not SR)
     num_workers: int = 4
     cache: bool = False  # decode every image once, before training (memory: the decoded set, per rank)
 
@@ -365,6 +366,8 @@ def check(cfg: Config) -> None:
     starts = [s.start for s in d.progressive]
     if starts != sorted(set(starts)) or any(s < 0 for s in starts):
         raise ConfigError(f"data.progressive: stage starts must be increasing steps >= 0, got {starts}")
+    if d.pad_to_patch and "sr" in tasks:  # an SR pair is cut at the scale from an HR mod-cropped to it
+        raise ConfigError("data.pad_to_patch: pads the images of same-size tasks only, not SR")
     _positive(d.num_workers, "data.num_workers", zero_ok=True)
     _positive(t.steps, "train.steps")
     _one_of(t.optimizer, ("adam", "adamw"), "train.optimizer")

@@ -374,7 +374,13 @@ class Trainer:
                 flush=True,
             )
         self.items, self.sizes = find_items(cfg.data)
-        self.dataset = PatchDataset(self.items, cfg.run.seed, augment=cfg.data.augment, cache=cfg.data.cache)
+        self.dataset = PatchDataset(
+            self.items,
+            cfg.run.seed,
+            augment=cfg.data.augment,
+            cache=cfg.data.cache,
+            pad=cfg.data.pad_to_patch,
+        )
         self.val_sets = self._find_val_sets()
         if cfg.log.tensorboard:
             _tensorboard_writer()
