@@ -75,6 +75,7 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
         ("train.steps", "expected key.sub=value"),
         ("model={}", "model: give model.preset"),
         ("val.k=0", "val.k: must be > 0, got 0"),
+        ("train.cosine_start=300", "train.cosine_start (300) must be below train.steps (300)"),
         ("data.pad_to_patch=true", "data.pad_to_patch: pads the images of same-size tasks only, not SR"),
         ("data.patch_size=0", "data.patch_size: must be > 0, got 0"),  # not the implicit progressive.0
         ("data.sigma=25", "data.sigma: only task 'denoise' uses it; data is for sr"),
@@ -122,6 +123,9 @@ def test_learning_rate_schedules_by_hand():
     step = TrainConfig(steps=100, lr=2.0, schedule="multistep", milestones=[50, 80], gamma=0.5)
     assert [lr_at(s, step) for s in (0, 49, 50, 79, 80, 99)] == [2.0, 2.0, 1.0, 1.0, 0.5, 0.5]
     assert lr_at(5, TrainConfig(schedule="constant", lr=3.0)) == 3.0
+    held = TrainConfig(schedule="cosine", lr=1.0, min_lr=0.0, steps=100, cosine_start=60)  # Restormer's
+    assert [lr_at(s, held) for s in (0, 59, 60)] == [1.0, 1.0, 1.0]
+    assert lr_at(80, held) == pytest.approx(0.5) and lr_at(100, held) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_losses_by_hand():

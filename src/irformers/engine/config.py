@@ -97,6 +97,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)  # multistep: lr *= gamma at each
     gamma: float = 0.5
     min_lr: float = 1e-7  # cosine: the final learning rate
+    cosine_start: int = 0  # cosine: the step it starts from, lr held until then (after any warm-up)
     loss: str = "l1"  # l1 | charbonnier | mse
     charbonnier_eps: float = 1e-3
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
@@ -376,6 +377,9 @@ def check(cfg: Config) -> None:
     _one_of(t.precision, ("fp32", "bf16", "fp16"), "train.precision")
     _positive(t.lr, "train.lr")
     _positive(t.warmup_steps, "train.warmup_steps", zero_ok=True)
+    _positive(t.cosine_start, "train.cosine_start", zero_ok=True)
+    if t.cosine_start >= t.steps:
+        raise ConfigError(f"train.cosine_start ({t.cosine_start}) must be below train.steps ({t.steps})")
     if t.warmup_steps >= t.steps:
         raise ConfigError(f"train.warmup_steps ({t.warmup_steps}) must be below train.steps ({t.steps})")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
