@@ -404,3 +404,6 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
         line = _one_error_line(capsys)
         assert "interrupted; every file written so far is complete" in line
         assert ("resume" in line) == (command == "cmd_train")
+    monkeypatch.setenv("RANK", "1")  # under torchrun, rank 0 says it, not every process
+    assert main(["train", "x.yaml"]) == 130
+    assert capsys.readouterr().err == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -936,10 +937,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return BAD_USAGE
     except KeyboardInterrupt:
         hint = "; rerun the command to resume from the last checkpoint" if args.command == "train" else ""
-        print(
-            f"irformers {args.command}: interrupted; every file written so far is complete{hint}",
-            file=sys.stderr,
-        )
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, once, not once per process
+            print(
+                f"irformers {args.command}: interrupted; every file written so far is complete{hint}",
+                file=sys.stderr,
+            )
         return INTERRUPTED
 
 
