@@ -459,6 +459,8 @@ def _training_lines(summary: dict) -> list[str]:
         line += f", {stage.get('task', '?')}{_levels(degrade) if recipe else ''} on {data or '?'}"
         if recipe:
             patches = " then ".join(f"{p}px x {b}" for _, p, b in recipe["patches"])
+            world = stage.get("world_size", 1)
+            patches += f" per process, {world} processes" if world > 1 else ""  # the batch is world x b
             seed = f"seed {recipe['seed']}, " if "seed" in recipe else ""
             line += f" ({seed}{patches}, {recipe['loss']} loss"
             line += f", lr {recipe['lr']} {recipe['schedule']}, {recipe['precision']})"
