@@ -241,6 +241,7 @@ def bytes_per_pixel(model: nn.Module) -> float:
 
 
 def memory_budget_mb(device: torch.device) -> float:
+    """What `tile="auto"` lets one forward pass use: half the free GPU memory, or `CPU_MEMORY_MB`."""
     if device.type == "cuda":
         return 0.5 * torch.cuda.mem_get_info(device)[0] / 2**20
     return CPU_MEMORY_MB

@@ -59,6 +59,7 @@ def machine_info(device: torch.device, dtype: torch.dtype = torch.float32) -> di
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer stops when the work does (a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -17,6 +17,7 @@ PRESETS: dict[str, Preset] = {p.name: p for module in ARCHITECTURES.values() for
 
 
 def get_preset(name: str) -> Preset:
+    """The preset of that name; an unknown name is a KeyError listing the known ones."""
     try:
         return PRESETS[name]
     except KeyError:
