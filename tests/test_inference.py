@@ -16,6 +16,7 @@ import irformers
 from irformers.engine.checkpoint import CheckpointError, save_weights
 from irformers.inference import (
     Restorer,
+    TileWarning,
     axis_weights,
     describe_checkpoint,
     load_model,
@@ -200,6 +201,23 @@ def test_self_ensemble_keeps_a_mosaic_rggb():
     )
     with pytest.raises(ValueError, match="1-channel RGGB mosaic: irformers degrade --task demosaic"):
         Restorer(toy, tile="none", device="cpu")(np.zeros((8, 8, 3), np.float32))  # was: "convert to gray"
+
+
+def test_the_python_api_says_when_a_tile_runs_otherwise_than_asked():
+    """Only the CLI said so: restore(..., tile=64) ran 128-pixel tiles without overlap, seams and all."""
+    model = build_model(TINY_SR)
+    grid = tile_grid(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restorer = Restorer(model, tile=grid + 1, device="cpu")
+    said = [str(w.message) for w in caught if w.category is TileWarning]
+    assert restorer.tile == grid and said[0].startswith(f"tile {grid + 1} runs as {grid} ")
+    assert "seams may show" in said[1] and caught[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TileWarning)
+        assert Restorer(model, tile=2 * grid, device="cpu").tile == 2 * grid  # as asked, overlapping
+    with pytest.raises(ValueError, match="positive number of pixels"):
+        Restorer(model, tile=True, device="cpu")  # a bool is no size
 
 
 def test_integer_pixels_are_scaled_by_restore_and_refused_by_restorer():

@@ -181,9 +181,9 @@ def test_a_tile_is_rounded_to_the_grid_and_one_too_small_to_overlap_is_named(tmp
     assert main([*argv, "--tile", "5"]) == 0  # this model's grid: 8 px
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
-        "note: --tile 5 runs as 8 (tiles are multiples of 8 px here)",
+        "note: tile 5 runs as 8 (tiles are multiples of 8 px here)",
         "note: 8-pixel tiles cannot overlap (their starts are multiples of 8 px), so seams may show; "
-        "--tile 16 or more overlaps them",
+        "a tile of 16 or more overlaps them",
     ]
     assert "tile 8)" in captured.out
     assert main([*argv, "--tile", "16", "--suffix", "_b"]) == 0

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -97,56 +98,34 @@ def _k_that_runs(model, k: int | None, label: str) -> int | None:
     return k
 
 
-def _settle_tile(model, restorer) -> None:
-    """An explicit --tile becomes the tile that runs (rounded to the model's grid, so reports name it),
-    refused at once if the overlap asked leaves no stride; notes a rounded tile, and one too small to
-    overlap its neighbours."""
-    from irformers.inference import plan_tiles, tile_grid
-
-    if not isinstance(restorer.tile, int):
-        return
-    grid = tile_grid(model)
-    side = max(restorer.tile, grid) + 1  # an image larger than the (rounded) tile is tiled
-    try:
-        tile, overlap = plan_tiles(model, side, side, restorer.tile, restorer.overlap)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
-    if tile != restorer.tile:
-        print(
-            f"note: --tile {restorer.tile} runs as {tile} (tiles are multiples of {grid} px here)",
-            file=sys.stderr,
-        )
-    if overlap == 0 and restorer.overlap is None:  # not when no overlap was asked for
-        print(
-            f"note: {tile}-pixel tiles cannot overlap (their starts are multiples of {grid} px), so seams "
-            f"may show; --tile {2 * grid} or more overlaps them",
-            file=sys.stderr,
-        )
-    restorer.tile = tile
-
-
 def _load_model(args: argparse.Namespace):
     """The model of ``--model`` (preset, weights file, or foreign file with ``--arch``) and its restorer."""
     from irformers.engine.checkpoint import CheckpointError
-    from irformers.inference import Restorer, load_model
+    from irformers.inference import Restorer, TileWarning, load_model
 
     try:
         model = load_model(args.model, arch=args.arch, allow_random_init=args.allow_random_init)
-        restorer = Restorer(
-            model,
-            tile=_tile(args.tile),
-            overlap=args.tile_overlap,
-            ensemble=args.ensemble,
-            precision=args.precision,
-            device=args.device,
-            k=args.k,
-            progress=sys.stderr.isatty(),
-            compile=args.compile,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TileWarning)
+            restorer = Restorer(
+                model,
+                tile=_tile(args.tile),
+                overlap=args.tile_overlap,
+                ensemble=args.ensemble,
+                precision=args.precision,
+                device=args.device,
+                k=args.k,
+                progress=sys.stderr.isatty(),
+                compile=args.compile,
+            )
     except (CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from err
+    for note in caught:  # the tile that runs, said as a note; other warnings as Python shows them
+        if issubclass(note.category, TileWarning):
+            print(f"note: {note.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(note.message, note.category, note.filename, note.lineno)
     _k_that_runs(model, args.k, args.model)
-    _settle_tile(model, restorer)
     if model.random_init:
         print(
             f"WARNING: {args.model} has random weights (--allow-random-init): smoke tests only, "

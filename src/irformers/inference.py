@@ -291,7 +291,7 @@ def plan_tiles(
         if height * width <= pixels:
             return None
         tile = max(int(math.sqrt(pixels)) // m * m, math.ceil((overlap + m) / m) * m)
-    elif not isinstance(tile, int) or tile < 1:
+    elif not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
         raise ValueError(f"--tile must be a positive number of pixels or 'auto', got {tile!r}")
     tile = max(tile // m * m, m)
     if tile >= height and tile >= width:
@@ -398,6 +398,10 @@ def self_ensemble(fn: TileFn, bayer_input: bool = False) -> TileFn:
 # --------------------------------------------------------------------------- the restorer
 
 
+class TileWarning(UserWarning):
+    """An asked tile that runs otherwise: rounded to the model's grid, or unable to overlap (seams)."""
+
+
 class Restorer:
     """A model as ``evaluate``'s Restorer: float32 H x W x C numpy in [0, 1] in, float32 H' x W' x C' out.
 
@@ -437,6 +441,27 @@ class Restorer:
         self.tile, self.overlap, self.memory_mb = tile, overlap, memory_mb
         self.ensemble, self.progress = ensemble, progress
         plan_tiles(model, 1 << 30, 1 << 30, tile, overlap, memory_mb, self.device)  # options fail early
+        if isinstance(tile, int) and tile > 0:
+            self.tile = self._settle_tile(tile, overlap)
+
+    def _settle_tile(self, tile: int, overlap: int | None) -> int:
+        """The tile that runs, rounded to the model's grid (so reports can name it); a `TileWarning` says
+        when it is not the one asked, or when it is too small to overlap its neighbours (seams)."""
+        grid = tile_grid(self.model)
+        side = max(tile, grid) + 1  # an image larger than the rounded tile is tiled
+        ran, ran_overlap = plan_tiles(self.model, side, side, tile, overlap)
+        if ran != tile:
+            warnings.warn(
+                f"tile {tile} runs as {ran} (tiles are multiples of {grid} px here)", TileWarning, 3
+            )
+        if ran_overlap == 0 and overlap is None:  # not when no overlap was asked for
+            warnings.warn(
+                f"{ran}-pixel tiles cannot overlap (their starts are multiples of {grid} px), so seams may "
+                f"show; a tile of {2 * grid} or more overlaps them",
+                TileWarning,
+                3,
+            )
+        return ran
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).contiguous()
