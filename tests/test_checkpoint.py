@@ -128,6 +128,12 @@ def test_damaged_and_foreign_files_are_refused(model, tmp_path):
     truncated.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=r"cut\.safetensors: not a readable"):
         model_from_file(truncated)
+    pickled = tmp_path / "cut.pth"
+    torch.save(model.state_dict(), pickled)
+    pickled.write_bytes(pickled.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"cut\.pth: damaged or not a PyTorch weights file") as info:
+        read_state_dict(pickled)
+    assert len(str(info.value)) < 200  # torch's paragraph of advice after its first sentence is left out
     bare = tmp_path / "bare.safetensors"
     from safetensors.torch import save_file
 

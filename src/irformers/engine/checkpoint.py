@@ -131,7 +131,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: refused: not a plain weights file (loading it would need to run code) or damaged"
         ) from None
     except Exception as err:  # truncated or not a PyTorch file at all
-        detail = f"{type(err).__name__}: {error_line(err)}"  # torch's own words can be a bare "105"
+        # torch's own words can be a bare "105", or a sentence followed by a paragraph of advice
+        detail = f"{type(err).__name__}: {error_line(err).split('. ')[0]}"
         raise CheckpointError(f"{path}: damaged or not a PyTorch weights file ({detail})") from None
     if isinstance(raw, Mapping) and {"step", "optimizer", "config"} <= raw.keys():  # save_training_state's
         raise CheckpointError(  # its "model" is the raw weights of a config the file alone does not name
