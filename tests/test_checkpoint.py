@@ -130,7 +130,7 @@ def test_damaged_and_foreign_files_are_refused(model, tmp_path):
         model_from_file(truncated)
     pickled = tmp_path / "cut.pth"
     torch.save(model.state_dict(), pickled)
-    pickled.write_bytes(pickled.read_bytes()[:5000])
+    pickled.write_bytes(pickled.read_bytes()[: pickled.stat().st_size // 2])  # no zip directory
     with pytest.raises(CheckpointError, match=r"cut\.pth: damaged or not a PyTorch weights file") as info:
         read_state_dict(pickled)
     assert len(str(info.value)) < 200  # torch's paragraph of advice after its first sentence is left out
