@@ -435,9 +435,13 @@ def recipe_changes(saved: Path, cfg: Config) -> list[str]:
         return {k: v for pair in pairs for k, v in pair.items()}
 
     try:
-        old = flat(yaml.safe_load(saved.read_text()))
+        raw = yaml.safe_load(saved.read_text())
     except (OSError, yaml.YAMLError):
         return []
+    try:  # a key the saved file predates had its default then: the same setting, not a change
+        old = flat(_build(Config, raw, "").to_dict())
+    except ConfigError:  # one this version no longer knows: compare what the file says
+        old = flat(raw)
     new = flat(cfg.to_dict())
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
