@@ -111,7 +111,7 @@ def test_save_weights_writes_what_readers_take_it_for(model, tmp_path):
 
 def test_a_training_state_points_to_its_runs_weights(model, tmp_path):
     """info called a train_state.pt foreign weights, and --arch then loaded its raw (not EMA) weights."""
-    from irformers.engine.checkpoint import save_training_state
+    from irformers.engine.checkpoint import load_training_state, save_training_state
 
     path = tmp_path / "run" / "train_state.pt"
     path.parent.mkdir()
@@ -119,6 +119,17 @@ def test_a_training_state_points_to_its_runs_weights(model, tmp_path):
     save_training_state(path, state)
     with pytest.raises(CheckpointError, match=r"a training state \(for resuming\), not weights; its run's"):
         read_state_dict(path)
+    # damaged, or holding an object: one short line, not torch's advice (on loading it unsafely, too)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(
+        CheckpointError, match=r"not a readable training state \(RuntimeError: .*directory\)$"
+    ):
+        load_training_state(path)
+    torch.save({"step": 1, "thing": pickle.PickleError()}, path)  # an object weights_only refuses
+    with pytest.raises(
+        CheckpointError, match=r"\(refused: loading it would need to run code, or it is damaged\)$"
+    ):
+        load_training_state(path)
 
 
 def test_damaged_and_foreign_files_are_refused(model, tmp_path):

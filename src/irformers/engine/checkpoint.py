@@ -113,6 +113,14 @@ def _torch_load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _load_error(err: Exception) -> str:
+    """torch.load's failure in a few words: its own can be a bare "105", a sentence and a paragraph of
+    advice, or, for a pickle that would run code, instructions for loading it unsafely."""
+    if isinstance(err, pickle.UnpicklingError):
+        return "refused: loading it would need to run code, or it is damaged"
+    return f"{type(err).__name__}: {error_line(err).split('. ')[0]}"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file, `.safetensors` or a (weights-only) PyTorch pickle, unconverted."""
     path = Path(path)
@@ -131,9 +139,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: refused: not a plain weights file (loading it would need to run code) or damaged"
         ) from None
     except Exception as err:  # truncated or not a PyTorch file at all
-        # torch's own words can be a bare "105", or a sentence followed by a paragraph of advice
-        detail = f"{type(err).__name__}: {error_line(err).split('. ')[0]}"
-        raise CheckpointError(f"{path}: damaged or not a PyTorch weights file ({detail})") from None
+        raise CheckpointError(f"{path}: damaged or not a PyTorch weights file ({_load_error(err)})") from None
     if isinstance(raw, Mapping) and {"step", "optimizer", "config"} <= raw.keys():  # save_training_state's
         raise CheckpointError(  # its "model" is the raw weights of a config the file alone does not name
             f"{path}: a training state (for resuming), not weights; its run's weights are "
@@ -231,7 +237,7 @@ def load_training_state(path: str | Path) -> dict:
     try:
         state = _torch_load(path)
     except Exception as err:  # damaged, truncated, or a pickle that would need to run code
-        raise CheckpointError(f"{path}: not a readable training state ({error_line(err)})") from None
+        raise CheckpointError(f"{path}: not a readable training state ({_load_error(err)})") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path}: not an irformers training state (no 'step')")
     return state
