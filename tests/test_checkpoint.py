@@ -107,6 +107,9 @@ def test_save_weights_writes_what_readers_take_it_for(model, tmp_path):
     save_weights(upper, model)
     assert read_metadata(upper)["config"] == model.config
     assert model_from_file(upper).config == model.config
+    assert model_from_file(upper, device="auto").config == model.config  # torch: "auto" is no device
+    with pytest.raises(CheckpointError, match=r"^device: 'cuda:7' needs cuda:7"):
+        model_from_file(upper, device="cuda:7")
 
 
 def test_a_training_state_points_to_its_runs_weights(model, tmp_path):

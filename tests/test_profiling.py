@@ -54,6 +54,7 @@ def test_profile_model_reports_consistent_figures():
     model = build_model("hiir-t-sr-x2")
     state = torch.get_rng_state()
     r = profiling.profile_model(model, (1, 3, 32, 32), device="cpu", repeat=2)  # a device name will do
+    assert profiling.profile_model(model, (1, 3, 8, 8), device="auto", repeat=1, memory=False)["params"]
     assert torch.equal(torch.get_rng_state(), state)  # it drew its input from the caller's generator
     with pytest.raises(ValueError, match="repeat must be at least 1"):  # was: no median for empty data
         profiling.profile_model(model, (1, 3, 32, 32), device=CPU, repeat=0)

@@ -159,7 +159,9 @@ def profile_model(
     """
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
-    device = torch.device(device)
+    from irformers.inference import resolve_device  # "auto" as everywhere else
+
+    device = resolve_device(device)
     model = model.to(device).eval()
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)  # a private generator
     net = torch.compile(model) if compile else model

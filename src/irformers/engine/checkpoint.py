@@ -218,6 +218,12 @@ def model_from_file(path: str | Path, device: str | torch.device = "cpu") -> nn.
             f"{path}: no irformers config in its metadata; build the model by preset name "
             f"and load the file into it (foreign weights)"
         )
+    from irformers.inference import resolve_device  # "auto", and a GPU this machine lacks, in one line
+
+    try:
+        device = resolve_device(device)
+    except ValueError as err:
+        raise CheckpointError(f"device: {err}") from None
     model = build_from_metadata(info, path)
     load_weights(model, path)
     model.metadata = info
