@@ -115,13 +115,21 @@ def test_save_weights_writes_what_readers_take_it_for(model, tmp_path):
 def test_a_training_state_points_to_its_runs_weights(model, tmp_path):
     """info called a train_state.pt foreign weights, and --arch then loaded its raw (not EMA) weights."""
     from irformers.engine.checkpoint import load_training_state, save_training_state
+    from irformers.inference import load_model
 
     path = tmp_path / "run" / "train_state.pt"
     path.parent.mkdir()
     state = {"version": 1, "step": 5, "model": model.state_dict(), "optimizer": {}, "config": {}}
     save_training_state(path, state)
-    with pytest.raises(CheckpointError, match=r"a training state \(for resuming\), not weights; its run's"):
-        read_state_dict(path)
+    with pytest.raises(
+        CheckpointError, match=r"train_state\.pt: a training state \(for resuming\), not weights$"
+    ):
+        load_model(path)  # without --arch it was "foreign weights; pass --arch PRESET"
+    save_weights(path.parent / "model.safetensors", model)
+    with pytest.raises(
+        CheckpointError, match=r"not weights; its run's weights are .*run/model\.safetensors$"
+    ):
+        read_state_dict(path)  # named only where the file is
     # damaged, or holding an object: one short line, not torch's advice (on loading it unsafely, too)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(

@@ -72,6 +72,8 @@ def load_model(
     if path.is_file():
         check_weights_suffix(path)
         if arch is None:
+            if path.suffix.lower() != ".safetensors":
+                read_state_dict(path)  # a training state or a damaged file says so, not "foreign"
             if path.suffix.lower() != ".safetensors" or "config" not in read_metadata(path):
                 raise CheckpointError(
                     f"{path}: foreign weights (no irformers config inside); pass --arch PRESET to say "
@@ -99,7 +101,7 @@ def load_model(
             )
     elif path.is_dir():
         raise _folder_error(path)
-    elif path.suffix in WEIGHTS_SUFFIXES or len(path.parts) > 1:
+    elif path.suffix.lower() in WEIGHTS_SUFFIXES or len(path.parts) > 1:
         raise CheckpointError(f"{path}: no such file")
     else:
         raise CheckpointError(f"{spec}: neither a weights file nor a preset name (see `irformers models`)")

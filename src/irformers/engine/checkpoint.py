@@ -141,10 +141,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # truncated or not a PyTorch file at all
         raise CheckpointError(f"{path}: damaged or not a PyTorch weights file ({_load_error(err)})") from None
     if isinstance(raw, Mapping) and {"step", "optimizer", "config"} <= raw.keys():  # save_training_state's
-        raise CheckpointError(  # its "model" is the raw weights of a config the file alone does not name
-            f"{path}: a training state (for resuming), not weights; its run's weights are "
-            f"{path.parent / 'model.safetensors'}"
-        )
+        weights = path.parent / WEIGHTS_FILE  # its "model": raw weights of a config the file does not name
+        hint = f"; its run's weights are {weights}" if weights.is_file() else ""
+        raise CheckpointError(f"{path}: a training state (for resuming), not weights{hint}")
     return _unnest(raw, path)
 
 
