@@ -461,7 +461,7 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
         (["--task", "denoise", "--sigma", "25", "--quality", "10"], "--quality 10: only --task jpeg uses it"),
         (["--task", "jpeg", "--quality", "10", "--scale", "2"], "--scale 2: only --task sr uses it"),
         (["--task", "sr", "--scale", "2", "--sigma", "5"], "--sigma 5: only --task denoise uses it"),
-        (["--task", "denoise", "--sigma", "25", "--y"], "--y: only --task paired uses it"),
+        (["--task", "denoise", "--sigma", "25", "--y"], "--y: only --task paired or sr uses it"),
     ]:
         model = "bicubic" if "sr" in argv else "identity"
         assert main(["test", "--model", model, *argv, "--data-root", str(data_root)]) == 2, argv

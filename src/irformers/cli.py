@@ -142,7 +142,9 @@ def _check_levels(args: argparse.Namespace) -> None:
         value = getattr(args, option, None)
         if value not in (None, False) and args.task not in tasks:
             shown = "" if value is True else f" {value}"
-            raise UsageError(f"--{option}{shown}: only --task {tasks[0]} uses it, not --task {args.task}")
+            raise UsageError(
+                f"--{option}{shown}: only --task {' or '.join(tasks)} uses it, not --task {args.task}"
+            )
 
 
 def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:

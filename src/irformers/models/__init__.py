@@ -31,11 +31,15 @@ def build_model(name_or_config: str | dict, **overrides) -> nn.Module:
     return ARCHITECTURES[arch].build(config)
 
 
-def count_params(config: dict) -> int:
-    """Parameter count of a config, built on the meta device (no memory, no initialisation cost)."""
+def _on_meta(name_or_config: str | dict) -> nn.Module:
+    """The network built on the meta device: shapes and config, no memory, no initialisation cost."""
     with torch.device("meta"):
-        model = build_model(config)
-    return sum(p.numel() for p in model.parameters())
+        return build_model(name_or_config)
+
+
+def count_params(config: dict) -> int:
+    """Parameter count of a config."""
+    return sum(p.numel() for p in _on_meta(config).parameters())
 
 
 def list_presets() -> list[dict]:
@@ -43,8 +47,7 @@ def list_presets() -> list[dict]:
     key a recipe's `model:` section may override."""
     rows = []
     for p in PRESETS.values():
-        with torch.device("meta"):  # no memory, no initialisation cost
-            model = build_model(p.name)
+        model = _on_meta(p.name)
         rows.append(
             {
                 "name": p.name,
