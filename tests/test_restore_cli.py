@@ -283,6 +283,7 @@ def test_info_gives_each_source_of_a_mix_its_own_task_and_level(tmp_path, capsys
         "loss": "l1",
         "lr": 2e-4,
         "schedule": "cosine",
+        "cosine_start": 3,
         "precision": "bf16",
         "degrade": {"task": "denoise", "sigma_range": [0, 50], "gray": True},
     }
@@ -306,6 +307,7 @@ def test_info_gives_each_source_of_a_mix_its_own_task_and_level(tmp_path, capsys
     line = next(x for x in out if x.startswith("  1. "))
     assert "denoise sigma 0-50 on Train400, Classic (jpeg q 10-40) (seed 0," in line, line
     assert "64px x 8 per process, 2 processes, l1 loss" in line, line  # the batch was 16
+    assert "lr 0.0002 cosine from step 3, bf16)" in line, line
     assert line.startswith("  1. 5 steps, 40 s, ")  # not "0 min", nor "0.0 h" in the total:
     assert next(x for x in out if x.startswith("training ")).endswith("1 stage(s), 5 steps, 40 s")
 

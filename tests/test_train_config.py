@@ -75,7 +75,8 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
         ("train.steps", "expected key.sub=value"),
         ("model={}", "model: give model.preset"),
         ("val.k=0", "val.k: must be > 0, got 0"),
-        ("train.cosine_start=300", "train.cosine_start (300) must be below train.steps (300)"),
+        ("train.schedule=cosine;train.cosine_start=300", "train.cosine_start (300) must be below"),
+        ("train.cosine_start=5", "train.cosine_start: only the cosine schedule uses it, not multistep"),
         ("data.pad_to_patch=true", "data.pad_to_patch: pads the images of same-size tasks only, not SR"),
         ("data.patch_size=0", "data.patch_size: must be > 0, got 0"),  # not the implicit progressive.0
         ("data.sigma=25", "data.sigma: only task 'denoise' uses it; data is for sr"),

@@ -444,7 +444,8 @@ def _training_lines(summary: dict) -> list[str]:
             patches += f" per process, {world} processes" if world > 1 else ""  # the batch is world x b
             seed = f"seed {recipe['seed']}, " if "seed" in recipe else ""
             line += f" ({seed}{patches}, {recipe['loss']} loss"
-            line += f", lr {recipe['lr']} {recipe['schedule']}, {recipe['precision']})"
+            held = f" from step {recipe['cosine_start']}" if recipe.get("cosine_start") else ""
+            line += f", lr {recipe['lr']} {recipe['schedule']}{held}, {recipe['precision']})"
         val = dict(stage.get("validation") or {})
         if val:
             at = val.pop("step", None)

@@ -378,6 +378,8 @@ def check(cfg: Config) -> None:
     _positive(t.lr, "train.lr")
     _positive(t.warmup_steps, "train.warmup_steps", zero_ok=True)
     _positive(t.cosine_start, "train.cosine_start", zero_ok=True)
+    if t.cosine_start and t.schedule != "cosine":
+        raise ConfigError(f"train.cosine_start: only the cosine schedule uses it, not {t.schedule}")
     if t.cosine_start >= t.steps:
         raise ConfigError(f"train.cosine_start ({t.cosine_start}) must be below train.steps ({t.steps})")
     if t.warmup_steps >= t.steps:

@@ -665,6 +665,7 @@ class Trainer:
             "optimizer": t.optimizer,
             "lr": t.lr,
             "schedule": t.schedule,
+            **({"cosine_start": t.cosine_start} if t.cosine_start else {}),
             "loss": t.loss,
             "precision": t.precision,
             "ema_decay": t.ema_decay,
