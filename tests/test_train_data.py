@@ -284,6 +284,6 @@ def test_bad_training_data_gives_one_clear_error(tmp_path, monkeypatch):
         deep.mkdir()
         cv2.imwrite(str(deep / f"a{suffix}"), np.full((24, 20, c), 40000, np.uint16))
         message = _error(DataConfig(**base, train=[SourceConfig(deep.name)]))
-        assert f"a{suffix}: uint16 images are not supported (8-bit only)" in message, message
+        assert f"a{suffix}: 16-bit images are not supported (8-bit only)" in message, message
     monkeypatch.delenv("IRFORMERS_DATA", raising=False)
     assert "needs data.root" in _error(DataConfig(task="denoise", sigma=25, train=[SourceConfig("x")]))

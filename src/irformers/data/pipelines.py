@@ -108,15 +108,15 @@ def image_size(path: Path) -> tuple[int, int]:
             if im.format == "PNG":
                 im.verify()  # walks the chunks' CRCs without decoding: finds truncated or damaged files
                 with open(path, "rb") as f:
-                    deep = f.read(25)[24] > 8  # IHDR's bit depth: Pillow opens 16-bit colour as 8-bit RGB
+                    bits = f.read(25)[24]  # IHDR's bit depth: Pillow opens 16-bit colour as 8-bit RGB
             else:
-                deep = im.format == "TIFF" and max(np.atleast_1d(im.tag_v2.get(258, 8))) > 8
+                bits = int(max(np.atleast_1d(im.tag_v2.get(258, 8)))) if im.format == "TIFF" else 8
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except Exception as err:  # Pillow reports bad files as OSError, SyntaxError, ValueError, ...
         raise ImageError(f"{path}: not a readable image ({error_line(err)})") from None
-    if deep:
-        raise ImageError(f"{path}: uint16 images are not supported (8-bit only)")  # as read_clean says
+    if bits > 8:
+        raise ImageError(f"{path}: {bits}-bit images are not supported (8-bit only)")
     return h, w
 
 
