@@ -295,7 +295,8 @@ def test_info_gives_each_source_of_a_mix_its_own_task_and_level(tmp_path, capsys
         "steps": 5,
         "total_steps": 5,
         "seconds": 40,
-        "world_size": 2,
+        "world_size": 1,
+        "world_sizes": [2, 1],  # resumed on one process
         "task": "denoise",
         "data": data,
         "recipe": recipe,
@@ -306,7 +307,7 @@ def test_info_gives_each_source_of_a_mix_its_own_task_and_level(tmp_path, capsys
     out = capsys.readouterr().out.splitlines()
     line = next(x for x in out if x.startswith("  1. "))
     assert "denoise sigma 0-50 on Train400, Classic (jpeg q 10-40) (seed 0," in line, line
-    assert "64px x 8 per process, 2 processes, l1 loss" in line, line  # the batch was 16
+    assert "64px x 8 per process, 2 then 1 processes, l1 loss" in line, line  # the batch was 16, then 8
     assert "lr 0.0002 cosine from step 3, bf16)" in line, line
     assert line.startswith("  1. 5 steps, 40 s, ")  # not "0 min", nor "0.0 h" in the total:
     assert next(x for x in out if x.startswith("training ")).endswith("1 stage(s), 5 steps, 40 s")

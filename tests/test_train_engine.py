@@ -232,6 +232,7 @@ def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path, capsys):
     raw["train"]["steps"] = 5
     _train(raw)
     assert "changed recipe: train.steps: 3 -> 5; processes 2 -> 1" in capsys.readouterr().err
+    assert read_metadata(run / "model.safetensors")["training"]["world_sizes"] == [2, 1]  # info: "2 then 1"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     epochs = [r["epoch"] for r in log if r["kind"] == "train"]
     assert epochs == [round(draws / 5, 3) for draws in (2, 4, 6, 7, 8)]  # 5 training images

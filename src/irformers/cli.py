@@ -440,8 +440,9 @@ def _training_lines(summary: dict) -> list[str]:
         line += f", {stage.get('task', '?')}{_levels(degrade) if recipe else ''} on {data or '?'}"
         if recipe:
             patches = " then ".join(f"{p}px x {b}" for _, p, b in recipe["patches"])
-            world = stage.get("world_size", 1)
-            patches += f" per process, {world} processes" if world > 1 else ""  # the batch is world x b
+            worlds = stage.get("world_sizes") or [stage.get("world_size", 1)]  # a run resumed on others
+            if max(worlds) > 1:  # the batch is processes x b
+                patches += f" per process, {' then '.join(map(str, worlds))} processes"
             seed = f"seed {recipe['seed']}, " if "seed" in recipe else ""
             line += f" ({seed}{patches}, {recipe['loss']} loss"
             held = f" from step {recipe['cosine_start']}" if recipe.get("cosine_start") else ""

@@ -473,7 +473,7 @@ class Trainer:
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
 
         self.step, self.elapsed, self.validation = 0, 0.0, {}
-        self.data_origin, self.resumed_world = (0, 0), info.world_size
+        self.data_origin, self.resumed_world, self.world_sizes = (0, 0), info.world_size, [info.world_size]
         seed_everything(cfg.run.seed + info.rank)
         if self.resume_state is not None:
             self._restore(self.resume_state)
@@ -636,6 +636,7 @@ class Trainer:
             "total_steps": cfg.train.steps,
             "seconds": round(self.elapsed, 1),
             "world_size": self.dist.world_size,
+            **({"world_sizes": self.world_sizes} if len(self.world_sizes) > 1 else {}),
             "task": cfg.data.task,
             "data": [
                 {"target": s.target, "input": s.input, "weight": s.weight, **s.degrade}
@@ -690,6 +691,7 @@ class Trainer:
                     "step": self.step,
                     "draws": draws,
                     "world_size": self.dist.world_size,
+                    "world_sizes": self.world_sizes,
                 },
                 "validation": self.validation,
                 "config": self.cfg.to_dict(),
@@ -723,6 +725,8 @@ class Trainer:
         if draws is None:  # a state from before "draws" was kept: every step drew on resumed_world ranks
             draws = draws_before(self.step, stages(self.cfg.data), self.resumed_world)
         self.data_origin = (self.step, int(draws))
+        before = data.get("world_sizes") or [self.resumed_world]  # the process counts of its sessions
+        self.world_sizes = before + ([self.dist.world_size] if before[-1] != self.dist.world_size else [])
         if self.dist.rank < len(state["rng"]):
             set_rng_state(state["rng"][self.dist.rank])
 
