@@ -156,9 +156,11 @@ def models_section(data: dict) -> list[str]:
         "peak memory: what one call adds (see `irformers.profiling`). MACs = FLOPs / 2 "
         "(`torch.utils.flop_counter`; SemanIR counted on its sparse `gather` path). Achieved GFLOP/s = "
         "2 x MACs / median time.",
-        f"Rows name presets (what `irformers bench` takes), except three: {WHOLE} is "
+        f"Rows of the SR tables name presets (what `irformers bench` takes), except three: {WHOLE} is "
         f"semanir-s-sr-x2 on the whole feature map (no CPU tiling), {DENSE} the same on the `mask` "
-        "backend, hiir-l-sr-x2 the hiir-l-sr-x4 network at scale 2 (Hi-IR-L has x3/x4 presets only).",
+        "backend, hiir-l-sr-x2 the hiir-l-sr-x4 network at scale 2 (Hi-IR-L has x3/x4 presets only). "
+        "The same-size (x1) table builds each network at scale 1 for denoising, so its parameter counts "
+        "differ from the presets' and `irformers bench` does not reproduce it.",
         "",
     ]
     for size in sorted({r["size"] for r in rows}):
@@ -225,7 +227,9 @@ def complexity_section() -> list[str]:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, {m['device']}, {m['dtype']}; load "
         f"average {m.get('load_average_1min', '?')}. One layer at C = 180, forward without autograd, the "
         f"median of {data['repeat']} interleaved rounds; exponent b of time ~ pixels^b fitted over all sizes "
-        "and over the largest two.",
+        "and over the largest two; the MACs exponent is counted (not timed) over "
+        f"{min(map(int, next(iter(data['macs_per_pixel'].values()))))}.."
+        f"{max(map(int, next(iter(data['macs_per_pixel'].values()))))} px sides.",
         "",
         "| layer | time exp. (all sizes) | time exp. (largest two) | memory exp. | MACs exp. |",
         "|---|---|---|---|---|",
