@@ -7,8 +7,9 @@ a deterministic smooth random field with fine texture, written as an 8-bit PNG.
     python benchmarks/memory.py [--model hiir-t-denoise-color] [--sizes 1000x1000,4000x3000]
                                 [--threads 2] [--precision fp32]
 
-Prints a markdown table and writes ``benchmarks/results/memory.json``. The model is a preset built
-with random weights (``--allow-random-init``): memory and time do not depend on the weights' values.
+Prints a markdown table and writes ``benchmarks/results/memory.json``. The model is a preset with its
+shipped weights, or random ones where it has none (``--allow-random-init``): memory and time do not
+depend on the weights' values.
 The default is a small x1 (denoising) model, so that what grows with the image is only the image itself
 (the float32 input and output buffers, 8 bytes per pixel and channel) and tiling bounds the rest; an SR
 model's output buffer grows with scale**2 on top. On a busy machine, ``--threads 1`` is
