@@ -78,8 +78,8 @@ def speed(presets: list[str], threads: int, repeat: int, env: dict) -> dict:
 def speed_markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
-        f"CPU seconds to restore one {SPEED_SIDE}x{SPEED_SIDE} image ({m['cpu']}, {m['threads']} threads, "
-        f"{m['dtype']}, torch {m['torch']}; median of the timed calls):",
+        f"Wall-clock seconds to restore one {SPEED_SIDE}x{SPEED_SIDE} image ({m['cpu']}, "
+        f"{m['threads']} threads, {m['dtype']}, torch {m['torch']}; median of the timed calls):",
         "",
         "| model | input | GMACs | seconds | command |",
         "|---|---|---|---|---|",
