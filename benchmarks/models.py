@@ -166,7 +166,9 @@ def models_section(data: dict) -> list[str]:
     for size in sorted({r["size"] for r in rows}):
         sub = [r for r in rows if r["size"] == size]
         what = (
-            "x2 SR, 128x128 LR input" if sub[0]["scale"] == 2 else f"same-size task (scale 1), {size}x{size}"
+            f"x2 SR, {size}x{size} LR input"
+            if sub[0]["scale"] == 2
+            else f"same-size task (scale 1), {size}x{size}"
         )
         lines += [
             f"### {what}",
@@ -262,8 +264,8 @@ def summary_section(data: dict) -> list[str]:
     lines = [
         "## Summary",
         "",
-        f"- SemanIR-S at k = 64 against the window baseline of the same width, depth and window (32), x2 SR "
-        f"on {size}x{size}: **{base / semanir_s[0]:.2f}x faster**; time falls as k falls: "
+        f"- SemanIR-S at k = {ks[0]} against the window baseline of the same width, depth and window (32), "
+        f"x2 SR on {size}x{size}: **{base / semanir_s[0]:.2f}x faster**; time falls as k falls: "
         f"{'yes' if falls else 'no'} ("
         + ", ".join(f"k={k}: {t / 1000:.2f} s" for k, t in zip(ks, semanir_s, strict=True))
         + f"; baseline {base / 1000:.2f} s)"
@@ -274,9 +276,9 @@ def summary_section(data: dict) -> list[str]:
         )
         + ".",
         f"- Achieved throughput, fraction of the measured fp32 matmul peak ({peak:.0f} GFLOP/s), x2 SR on "
-        f"{size}x{size}: Hi-IR-B **{fraction('hiir-b-sr-x2')}**, SemanIR-S k = 64 **"
-        f"{fraction('semanir-s-sr-x2', 64)}**, k = {ks[-1]} {fraction('semanir-s-sr-x2', ks[-1])} (attention "
-        f"path `{densest['backend']}` at this density; FLOPs are counted as the sparse work).",
+        f"{size}x{size}: Hi-IR-B **{fraction('hiir-b-sr-x2')}**, SemanIR-S k = {ks[0]} **"
+        f"{fraction('semanir-s-sr-x2', ks[0])}**, k = {ks[-1]} {fraction('semanir-s-sr-x2', ks[-1])} "
+        f"(attention path `{densest['backend']}` at this density; FLOPs are counted as the sparse work).",
     ]
     path = RESULTS / "complexity.json"
     if path.exists():
