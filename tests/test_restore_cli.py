@@ -374,6 +374,9 @@ def test_saved_outputs_keep_every_level(tmp_path, capsys):
     }
     a, b = (cv2.imread(str(out / "Mini" / f"denoise-sigma{s}-gray" / "0.png")) for s in (15, 50))
     assert not np.array_equal(a, b)
+    for option in (["--k", "64"], ["--ensemble"], ["--tile", "16"], ["--arch", "semanir-t-sr-x2"]):
+        assert main([*argv, "--data-root", str(tmp_path), *option]) == 2  # were ignored
+        assert f"{option[0]}: identity is a pseudo-model, no network to run it on" in _one_error_line(capsys)
 
 
 def test_evaluate_a_weights_file_tiled_and_untiled(tmp_path, weights, capsys, data_root):
@@ -393,6 +396,7 @@ def test_evaluate_a_weights_file_tiled_and_untiled(tmp_path, weights, capsys, da
     assert main([*base, "--json", "--tile", "32", "--tile-overlap", "16"]) == 0  # LR crops are 72x56
     tiled = json.loads(capsys.readouterr().out)
     assert abs(tiled["psnr"] - whole["psnr"]) < 0.05
+    assert tiled["model"] == "tiny_x2.safetensors (tile 32)"  # a score says how it was made
     assert main([*base, "--scale", "2,4"]) == 2
     assert "x2 model" in _one_error_line(capsys)
 

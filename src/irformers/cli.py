@@ -135,6 +135,35 @@ def _load_model(args: argparse.Namespace):
     return model, restorer
 
 
+def _check_no_model_options(args: argparse.Namespace) -> None:
+    """A pseudo-model (bicubic, identity, malvar) runs no network: a network's option is a mistake."""
+    given = {
+        "--arch": args.arch,
+        "--allow-random-init": args.allow_random_init,
+        "--tile": args.tile != "auto",
+        "--tile-overlap": args.tile_overlap is not None,
+        "--ensemble": args.ensemble,
+        "--k": args.k is not None,
+        "--compile": args.compile,
+        "--precision": args.precision != "fp32",
+    }
+    for option, set_ in given.items():
+        if set_:
+            raise UsageError(f"{option}: {args.model} is a pseudo-model, no network to run it on")
+
+
+def _options_text(args: argparse.Namespace, restorer) -> str:
+    """The test-time options that change a model's scores, for its row and JSON name: ' (ensemble, k 64)'."""
+    said = [
+        "ensemble" if args.ensemble else "",
+        f"k {args.k}" if args.k is not None else "",
+        f"tile {restorer.tile}" if isinstance(restorer.tile, int) else "",
+        str(restorer.dtype).removeprefix("torch.") if str(restorer.dtype) != "torch.float32" else "",
+    ]
+    said = [s for s in said if s]
+    return f" ({', '.join(said)})" if said else ""
+
+
 def _check_levels(args: argparse.Namespace) -> None:
     """A level the task does not use is a mistake (--sigma with --task jpeg), not something to ignore."""
     used_by = {"scale": ("sr",), "sigma": ("denoise",), "quality": ("jpeg",), "y": ("paired", "sr")}  # SR: Y
@@ -177,10 +206,13 @@ def cmd_test(args: argparse.Namespace) -> int:
     model = restorer = model_gray = None
     scales = _numbers(args.scale, int)
     label, params_m = args.model, None
-    if args.model not in PSEUDO_MODELS:
+    if args.model in PSEUDO_MODELS:
+        _check_no_model_options(args)
+    else:
         model, restorer = _load_model(args)
         scales = _check_model_task(model, args, scales)
         label, params_m = model_label(model, args.model), sum(p.numel() for p in model.parameters()) / 1e6
+        label += _options_text(args, restorer)
         model_gray = args.task in ("denoise", "jpeg") and model.descriptor.in_channels == 1
         if args.gray and not model_gray:
             raise UsageError(f"--gray: {args.model} is not a gray {args.task} model")
