@@ -397,6 +397,8 @@ def test_evaluate_a_weights_file_tiled_and_untiled(tmp_path, weights, capsys, da
     tiled = json.loads(capsys.readouterr().out)
     assert abs(tiled["psnr"] - whole["psnr"]) < 0.05
     assert tiled["model"] == "tiny_x2.safetensors (tile 32)"  # a score says how it was made
+    assert main([*base, "--allow-random-init"]) == 0  # ignored silently before
+    assert "note: --allow-random-init: " in capsys.readouterr().err
     assert main([*base, "--scale", "2,4"]) == 2
     assert "x2 model" in _one_error_line(capsys)
 

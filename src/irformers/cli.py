@@ -126,6 +126,8 @@ def _load_model(args: argparse.Namespace):
         else:
             warnings.showwarning(note.message, note.category, note.filename, note.lineno)
     _k_that_runs(model, args.k, args.model)
+    if args.allow_random_init and not model.random_init:
+        print(f"note: --allow-random-init: {args.model} has trained weights; they are used", file=sys.stderr)
     if model.random_init:
         print(
             f"WARNING: {args.model} has random weights (--allow-random-init): smoke tests only, "
