@@ -3,6 +3,9 @@
 import json
 import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -401,6 +404,16 @@ def test_evaluate_a_weights_file_tiled_and_untiled(tmp_path, weights, capsys, da
     assert "note: --allow-random-init: " in capsys.readouterr().err
     assert main([*base, "--scale", "2,4"]) == 2
     assert "x2 model" in _one_error_line(capsys)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`irformers info NAME | head -1` printed a BrokenPipeError traceback."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    reader = f"{sys.executable} -m irformers info semanir-t-denoise-gray | head -1"
+    done = subprocess.run(
+        reader, shell=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)}
+    )
+    assert done.stdout.startswith("file ") and done.stderr == ""
 
 
 def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):

@@ -954,6 +954,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DatasetError) as err:
         print(f"irformers {args.command}: {err}", file=sys.stderr)
         return BAD_USAGE
+    except BrokenPipeError:  # the reader stopped early (`irformers models | head`): no traceback, as cat
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
+        return 128 + 13  # the shell's status for SIGPIPE
     except KeyboardInterrupt:
         hint = "; rerun the command to resume from the last checkpoint" if args.command == "train" else ""
         if os.environ.get("RANK", "0") == "0":  # under torchrun, once, not once per process
