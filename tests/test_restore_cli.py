@@ -188,13 +188,13 @@ def test_a_tile_is_rounded_to_the_grid_and_one_too_small_to_overlap_is_named(tmp
         "note: 8-pixel tiles cannot overlap (their starts are multiples of 8 px), so seams may show; "
         "a tile of 16 or more overlaps them",
     ]
-    assert "tile 8)" in captured.out
+    assert "8-px tiles on 1 of 1)" in captured.out
     assert main([*argv, "--tile", "16", "--suffix", "_b"]) == 0
     assert capsys.readouterr().err == ""
     assert main([*argv, "--tile", "8", "--tile-overlap", "0", "--suffix", "_d"]) == 0  # no overlap asked
     assert capsys.readouterr().err == ""
     assert main([*argv, "--tile", "2000000", "--suffix", "_e"]) == 0  # larger than any image: one pass
-    assert "tile 2000000)" in capsys.readouterr().out
+    assert "whole images)" in capsys.readouterr().out  # it said "tile 2000000" for one pass
     assert main([*argv, "--tile", "16", "--tile-overlap", "16", "--suffix", "_c"]) == 2
     assert "--tile-overlap 16 leaves no stride in a 16-pixel tile" in _one_error_line(capsys)
 

@@ -384,13 +384,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError(f"--task {args.task}: {args.model} is a {desc.task} model")
     suffix = f"_x{desc.scale}" if desc.scale > 1 else f"_{desc.task}"
     suffix = suffix if args.suffix is None else args.suffix
-    failures, written, claimed = [], 0, _inputs_claimed(paths)
+    failures, written, claimed, tiles = [], 0, _inputs_claimed(paths), []
     for path in _progress(len(paths) > 1 and sys.stderr.isatty(), "images")(paths):
         out = _output_path(path, args, suffix)
         try:
             _claim_output(path, out, claimed, "use -o elsewhere or --suffix")
             _restore_one(path, out, restorer, desc.scale)
             written += 1
+            tiles += [restorer.last_plan[0]] if restorer.last_plan else []
         except (ImageError, ValueError) as err:
             failures.append(str(err))
         except torch.OutOfMemoryError:
@@ -398,7 +399,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     print(
         f"restored {written} of {len(paths)} images into {args.output} with {model_label(model, args.model)} "
         f"({restorer.device.type}, {str(restorer.dtype).removeprefix('torch.')}, "
-        f"{'whole images' if restorer.tile is None else f'tile {restorer.tile}'})"
+        + (
+            f"{'/'.join(map(str, sorted(set(tiles))))}-px tiles on {len(tiles)} of {written}"
+            if tiles
+            else "whole images"
+        )
+        + ")"
     )
     for message in failures:
         print(f"failed: {message}", file=sys.stderr)

@@ -445,6 +445,7 @@ class Restorer:
         plan_tiles(model, 1 << 30, 1 << 30, tile, overlap, memory_mb, self.device)  # options fail early
         if isinstance(tile, int) and tile > 0:
             self.tile = self._settle_tile(tile, overlap)
+        self.last_plan: tuple[int, int] | None = None
 
     def _settle_tile(self, tile: int, overlap: int | None) -> int:
         """The tile that runs, rounded to the model's grid (so reports can name it); a `TileWarning` says
@@ -493,6 +494,7 @@ class Restorer:
         x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
         fn = self_ensemble(self._forward, self.desc.bayer_input) if self.ensemble else self._forward
         plan = plan_tiles(self.model, *x.shape[-2:], self.tile, self.overlap, self.memory_mb, self.device)
+        self.last_plan = plan  # (tile, overlap) or None: what reports say ran
         if plan is None:
             y = fn(x)
         else:
