@@ -451,6 +451,7 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
         (["--task", "jpeg", "--quality", "200", "--dataset", "Classic5"], "JPEG qualities are 1-100"),
         (["--task", "denoise", "--sigma", "-5", "--dataset", "Set12"], "noise levels are 0-255"),
         (["--task", "demosaic", "--gray", "--dataset", "McMaster"], "demosaicking needs color images"),
+        (["--task", "demosaic", "--dataset", "Set12"], "Set12: its images are gray; demosaicking restores"),
         (["--task", "sr", "--scale", "1", "--dataset", "Set5"], "needs --scale 2 or more"),
         (["--task", "paired", "--dataset", "Set5"], "--task paired needs NAME/input/ + NAME/target/"),
         (

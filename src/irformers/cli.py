@@ -57,13 +57,11 @@ def _progress(enabled: bool, desc: str) -> Callable:
     return lambda items: tqdm(items, desc=desc, leave=False, file=sys.stderr)
 
 
-def _infer_gray(dataset_name: str, data_root: str | None, task: str) -> bool:
-    """Gray when the set's images are single-channel (Set12, BSD68, Classic5), for denoise/JPEG."""
-    if task not in ("denoise", "jpeg"):
-        return False
+def _set_is_gray(dataset_name: str, data_root: str | None) -> bool:
+    """Whether the set's images are single-channel (Set12, BSD68, Classic5): its first readable one says."""
     from irformers.data.io import ImageError, read_array
 
-    for sample in find_dataset(dataset_name, data_root).samples:  # the first readable one says
+    for sample in find_dataset(dataset_name, data_root).samples:
         try:
             return read_array(sample.target, "unchanged").ndim == 2
         except ImageError:
@@ -221,7 +219,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     names = args.dataset.split(",") if args.dataset else benchmark_sets(args.task, model_gray, args.data_root)
     results, failed = [], 0
     for name in [d for d in names if d]:
-        gray = model_gray if model is not None else args.gray or _infer_gray(name, args.data_root, args.task)
+        if args.task == "demosaic" and _set_is_gray(name, args.data_root):  # a mosaic of gray is no test
+            raise UsageError(f"--dataset {name}: its images are gray; demosaicking restores color images")
+        by_files = args.task in ("denoise", "jpeg") and _set_is_gray(name, args.data_root)
+        gray = model_gray if model is not None else args.gray or by_files
         for scale in scales:
             for sigma in _numbers(args.sigma, float):
                 for quality in _numbers(args.quality, int):
