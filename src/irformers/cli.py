@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, split_files
+from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, group_by_stem, split_files
 
 BAD_USAGE, INPUT_FAILED, INTERRUPTED = 2, 1, 130  # 130: the shell's status for Ctrl-C
 
@@ -221,8 +221,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     for name in [d for d in names if d]:
         if args.task == "demosaic" and _set_is_gray(name, args.data_root):  # a mosaic of gray is no test
             raise UsageError(f"--dataset {name}: its images are gray; demosaicking restores color images")
-        by_files = args.task in ("denoise", "jpeg") and _set_is_gray(name, args.data_root)
-        gray = model_gray if model is not None else args.gray or by_files
+        gray = model_gray  # a model's channels decide; a pseudo-model's, --gray or the set's files
+        if model is None:
+            gray = args.gray or (args.task in ("denoise", "jpeg") and _set_is_gray(name, args.data_root))
         for scale in scales:
             for sigma in _numbers(args.sigma, float):
                 for quality in _numbers(args.quality, int):
@@ -566,9 +567,7 @@ def _metric_pairs(pred: Path, gt: Path) -> tuple[list[tuple[Path, Path]], list[s
 
     def by_stem(folder: Path) -> dict[str, Path]:
         """Images by stem; a stem two images share (a.png, a.tif) is ambiguous, so neither is scored."""
-        found: dict[str, list[Path]] = {}
-        for path in _images_in(folder):
-            found.setdefault(path.stem, []).append(path)
+        found = group_by_stem(_images_in(folder))
         for stem, paths in found.items():
             if len(paths) > 1:
                 ambiguous.add(stem)

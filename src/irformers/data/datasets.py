@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,17 +62,23 @@ def list_images(folder: Path) -> list[Path]:
     return split_files(folder)[0]
 
 
-def images_by_stem(folder: Path) -> dict[str, Path]:
-    """Images of ``folder`` by file stem, the name that pairs them and names their outputs; two images of
-    one stem (a.png, a.jpg) make the pairing ambiguous, so the set is refused rather than one dropped."""
-    found: dict[str, Path] = {}
-    for path in list_images(folder):
-        if path.stem in found:
-            raise DatasetError(
-                f"{folder}: {found[path.stem].name}, {path.name} share a stem; which to use is ambiguous"
-            )
-        found[path.stem] = path
+def group_by_stem(paths: Iterable[Path]) -> dict[str, list[Path]]:
+    """Files by stem, the name that pairs an image with its counterpart and names its outputs; a stem
+    held by more than one file (a.png, a.jpg) makes that pairing ambiguous."""
+    found: dict[str, list[Path]] = {}
+    for path in paths:
+        found.setdefault(path.stem, []).append(path)
     return found
+
+
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    """Images of ``folder`` by stem; an ambiguous stem refuses the set rather than drop one of its files."""
+    found = group_by_stem(list_images(folder))
+    for paths in found.values():
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            raise DatasetError(f"{folder}: {names} share a stem; which to use is ambiguous")
+    return {stem: paths[0] for stem, paths in found.items()}
 
 
 def find_dataset(name: str, data_root: str | Path | None = None, scale: int | None = None) -> Dataset:
