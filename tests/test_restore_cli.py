@@ -104,6 +104,9 @@ def test_an_output_that_cannot_be_written_fails_that_image_only(tmp_path, weight
     argv = ["restore", str(tmp_path / "in"), "-o", str(tmp_path / "file"), "--model", str(weights)]
     assert main(argv) == 2
     assert "must be a folder" in _one_error_line(capsys)
+    argv[3] = str(tmp_path / "file" / "sub")  # refused before any image runs, not after the first
+    assert main(argv) == 2
+    assert f"-o cannot be created ({tmp_path / 'file'} is a file)" in _one_error_line(capsys)
 
 
 def test_exif_orientation_is_applied_before_the_model(tmp_path, weights):

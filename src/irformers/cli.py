@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -299,8 +300,18 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _check_output_folder(folder: Path, what: str) -> None:
+    """Refuse, before any image runs, a folder that cannot take outputs: a nameless probe file in it, or
+    in the nearest folder above that exists (a refused run leaves no new folder behind)."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: {what} must be a folder, and this is a file")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{folder}: {what} cannot be created ({existing} is a file)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UsageError(f"{folder}: {what} cannot be written ({err.strerror or err})") from None
 
 
 def _output_path(path: Path, args: argparse.Namespace, suffix: str) -> Path:
