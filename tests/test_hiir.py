@@ -283,6 +283,8 @@ def test_bad_options_are_refused():
         hiir.build({"arch": "hiir", "windw_size": 8})
     with pytest.raises(ValueError, match="region_size 32 must be a multiple of window_size 7"):
         build_model("hiir-t-sr-x2", window_size=7)  # built, then every forward failed
+    with pytest.raises(ValueError, match="unet layout restores at scale 1, got scale 2"):
+        build_model("hiir-t-denoise-gray", scale=2)  # built, and the config said x2 while it ran x1
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -304,6 +304,10 @@ class FramedModel(nn.Module):
         check_ranges(self.arch, cfg)
         multiple = self.size_multiple(cfg)
         unet = layout == "unet"
+        if unet and cfg["scale"] != 1:  # the key is kept for one config shape across layouts
+            raise ValueError(
+                f"{self.arch} config: the unet layout restores at scale 1, got scale {cfg['scale']}"
+            )
         # layer counts in stage-index order (U-Net: encoders, bottleneck, decoders 2..0, refinement)
         depths = list(cfg["depths"])
         if unet:
@@ -346,7 +350,7 @@ class FramedModel(nn.Module):
         self.descriptor = ModelDescriptor(
             arch=self.arch,
             task=cfg["task"],
-            scale=1 if unet else cfg["scale"],
+            scale=cfg["scale"],
             in_channels=cfg["in_channels"],
             out_channels=cfg["out_channels"],
             size_multiple=multiple,
