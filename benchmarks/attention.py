@@ -182,6 +182,7 @@ def run_case(n: int, k: int, args, device: torch.device, backends: list[str]) ->
             k,
             batch=b,
             heads=HEADS,
+            dim=DIM,
             device=device,
             backward=mode == "forward_backward",
             memory_bytes=1024 * 2**20,

@@ -82,7 +82,7 @@ def measure(case: dict, device: torch.device, repeat: int) -> dict:
     if backend == "auto":  # for this window size and k (inference, no backward)
         n = model.config["window_size"] ** 2
         backend = semanir.choose_backend(
-            n, case["k"], batch=1, heads=6, device=device, backward=False, memory_bytes=1 << 30
+            n, case["k"], batch=1, heads=6, dim=180, device=device, backward=False, memory_bytes=1 << 30
         )
     return {**case, **result, "backend": backend}
 

@@ -164,7 +164,7 @@ def test_dot_attention_backends_agree():
 
 def test_choose_backend():
     cpu = torch.device("cpu")
-    common = {"batch": 4, "heads": 6, "memory_bytes": 2**30, "device": cpu}
+    common = {"batch": 4, "heads": 6, "dim": 180, "memory_bytes": 2**30, "device": cpu}
     fused = "fused" if semanir.fused_available() else "mask"
     # inference at N >= 1024 with k <= N / 2, training with k <= N / 8: the sparse path
     # (benchmarks/attention.py; results/attention_dense.json for k = N / 4 and N / 2 at N = 4096)
@@ -176,12 +176,18 @@ def test_choose_backend():
     assert choose_backend(256, 32, backward=False, **common) == "mask"  # small windows: no compile
     assert choose_backend(64, 64, backward=False, **common) == "mask"
     # a dense mask over the budget: chunked in inference, sparse with autograd (every chunk is kept):
-    # fused where it compiles (CPU), else gather
-    big = {"batch": 64, "heads": 6, "memory_bytes": 2**30}
+    # fused where it compiles (CPU), else gather only where its gathered keys and values keep less
+    big = {"batch": 64, "heads": 6, "dim": 180, "memory_bytes": 2**30}
     assert choose_backend(4096, 3072, backward=False, device=cpu, **big) == "mask"
-    over_budget = "fused" if semanir.fused_available() else "gather"
+    over_budget = "fused" if semanir.fused_available() else "mask"
     assert choose_backend(4096, 2048, backward=True, device=cpu, **big) == over_budget
-    assert choose_backend(4096, 2048, backward=True, device=torch.device("cuda"), **big) == "gather"
+    cuda = torch.device("cuda")
+    assert choose_backend(4096, 2048, backward=True, device=cuda, **big) == "mask"  # gather: 10x the memory
+    assert choose_backend(4096, 32, backward=True, device=cuda, **big) == "gather"  # k < 1.5 h N / C
+    # SemanIR-S's paper recipe on a GPU (16 windows of 1024 tokens): gather would keep 1.3x / 10x the memory
+    paper = {**big, "batch": 16}
+    assert choose_backend(1024, 64, backward=True, device=cuda, **paper) == "mask"
+    assert choose_backend(1024, 512, backward=True, device=cuda, **paper) == "mask"
 
 
 def test_bad_backend_and_options_are_reported():
@@ -385,7 +391,7 @@ def test_a_compiler_that_fails_falls_back_to_gather(monkeypatch, fresh_fused_sta
     with torch.no_grad():
         torch.testing.assert_close(out, attn(x, dictionary, "gather"), rtol=0, atol=0)
     assert not semanir.fused_available()
-    cpu = {"batch": 1, "heads": 2, "device": torch.device("cpu"), "memory_bytes": 2**30}
+    cpu = {"batch": 1, "heads": 2, "dim": 8, "device": torch.device("cpu"), "memory_bytes": 2**30}
     assert choose_backend(1024, 64, backward=False, **cpu) == "mask"
 
 

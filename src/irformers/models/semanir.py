@@ -289,15 +289,25 @@ def fused_attention(
 
 
 def choose_backend(
-    n: int, k: int, *, batch: int, heads: int, device: torch.device, backward: bool, memory_bytes: int
+    n: int,
+    k: int,
+    *,
+    batch: int,
+    heads: int,
+    dim: int,
+    device: torch.device,
+    backward: bool,
+    memory_bytes: int,
 ) -> str:
     """What `auto` runs for one attention call over `batch` windows of `n` tokens.
 
     On CPU the fused sparse path wins when windows are large and the dictionary sparse; otherwise the
     dense path (what the paper trains with), which in inference runs windows in chunks under the budget;
     with autograd every chunk's scores are kept, so a sparse path takes over when they would not fit
-    `memory_bytes`: fused on CPU (3-4x faster than gather there, with a fifteenth of its memory), gather
-    elsewhere. On GPU the dense kernels are used (no fused kernel measured there).
+    `memory_bytes`: fused on CPU (3-4x faster than gather there, with a fifteenth of its memory), else
+    gather, but only where it keeps less for the backward pass: its gathered keys and values (2 k C per
+    query) outgrow the dense scores (3 h N) once k > 1.5 h N / C, 51 at SemanIR-S's N = 1024. On GPU the
+    dense kernels are used (no fused kernel measured there).
     """
     if k >= n:
         return "mask"
@@ -305,9 +315,14 @@ def choose_backend(
     density = FUSED_MAX_DENSITY_BACKWARD if backward else FUSED_MAX_DENSITY
     if fused and k <= density * n:
         return "fused"
-    if backward:  # autograd keeps every chunk's scores: the dense path only while they fit the budget
-        return "mask" if 3 * batch * heads * n * n * 4 <= memory_bytes else "fused" if fused else "gather"
-    return "mask"  # inference: windows go in chunks under the budget
+    if not backward:
+        return "mask"  # inference: windows go in chunks under the budget
+    dense = 3 * heads * n  # per query, what autograd keeps: scores, mask and probabilities
+    if batch * n * dense * 4 <= memory_bytes:
+        return "mask"
+    if fused:
+        return "fused"
+    return "gather" if k * (2 * dim + 3 * heads) < dense else "mask"  # gathered keys and values, k scores
 
 
 class KSAttention(nn.Module):
@@ -359,6 +374,7 @@ class KSAttention(nn.Module):
                 dictionary.k,
                 batch=b,
                 heads=h,
+                dim=c,
                 device=x.device,
                 backward=torch.is_grad_enabled() and x.requires_grad,
                 memory_bytes=self.memory_bytes,
