@@ -109,6 +109,12 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     assert "(Missing key(s) in state_dict:" in str(info.value) and len(str(info.value)) < 300 + len(
         str(tmp_path)
     )
+    state_file = tmp_path / "runs" / "run" / "train_state.pt"
+    state = load_training_state(state_file)
+    torch.save({**state, "version": state["version"] + 1}, state_file)  # from a newer irformers: refused
+    with pytest.raises(ConfigError, match=r"written by a newer irformers \(training state version 2"):
+        _train(_raw_config(tmp_path, val=no_val))
+    torch.save(state, state_file)
     # another run resumed into a new one: compared with the recipe that run followed
     (tmp_path / "runs" / "run" / "config.yaml").write_text("train: [unclosed\n")  # unreadable: no note
     resume = {"resume": str(tmp_path / "runs" / "run")}

@@ -387,6 +387,12 @@ class Trainer:
         self.resume_from = self._resume_path()
         self.resume_state = load_training_state(self.resume_from) if self.resume_from else None
         if self.resume_state is not None:
+            version = self.resume_state.get("version", 1)
+            if version > STATE_VERSION:  # its keys may mean what this version cannot know
+                raise ConfigError(
+                    f"run.resume: {self.resume_from} was written by a newer irformers (training state "
+                    f"version {version}, this one reads {STATE_VERSION}); update irformers to resume it"
+                )
             try:
                 self.model.load_state_dict(self.resume_state["model"])
             except RuntimeError as err:
