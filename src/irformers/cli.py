@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, group_by_stem, split_files
+from irformers.engine.config import TASKS
 
 BAD_USAGE, INPUT_FAILED, INTERRUPTED = 2, 1, 130  # 130: the shell's status for Ctrl-C
 
@@ -695,7 +696,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from irformers.data.io import ImageError, error_line
-    from irformers.engine.checkpoint import CheckpointError
+    from irformers.engine.checkpoint import WEIGHTS_FILE, CheckpointError
     from irformers.engine.config import ConfigError, load_config
     from irformers.engine.distributed import env_info
     from irformers.engine.trainer import Trainer, TrainingError
@@ -730,8 +731,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         when = "" if val.get("step") == summary["steps"] else f" (at step {val.get('step')})"
         print(
             f"trained {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.0f} s: "
-            f"{cfg.run_dir / 'model.safetensors'}"
-            + (f"; validation{when} {json.dumps(scores)}" if scores else "")
+            f"{cfg.run_dir / WEIGHTS_FILE}" + (f"; validation{when} {json.dumps(scores)}" if scores else "")
         )
     return 0
 
@@ -741,11 +741,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from irformers import profiling
     from irformers.engine.checkpoint import CheckpointError
-    from irformers.inference import DTYPES, load_model, resolve_device
+    from irformers.inference import PRECISION_DTYPES, load_model, resolve_device
     from irformers.models.semanir import BACKENDS
 
-    if args.precision not in DTYPES:
-        raise UsageError(f"--precision {args.precision}: choose from {', '.join(DTYPES)}")
+    if args.precision not in PRECISION_DTYPES:
+        raise UsageError(f"--precision {args.precision}: choose from {', '.join(PRECISION_DTYPES)}")
     if args.backend is not None and args.backend not in BACKENDS:
         raise UsageError(f"--backend {args.backend}: choose from {', '.join(BACKENDS)}")
     for option, least in (("size", 1), ("batch", 1), ("repeat", 1), ("warmup", 0), ("threads", 1)):
@@ -758,7 +758,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except ValueError as err:
         raise UsageError(f"--device: {err}") from err
-    dtype = DTYPES[args.precision]
+    dtype = PRECISION_DTYPES[args.precision]
     if dtype == torch.float16 and device.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
     ks = _numbers(args.k, int)
@@ -868,7 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="preset name, weights file, or a pseudo-model: bicubic | identity | malvar",
     )
-    p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg", "demosaic", "paired"))
+    p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument(
         "--dataset",
         help="set name(s) under the data root, comma-separated (default: the task's standard sets)",
@@ -903,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("degrade", help="write degraded copies of a folder of images (PNG)")
-    p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg", "demosaic"))
+    p.add_argument("--task", required=True, choices=[t for t in TASKS if t != "paired"])
     p.add_argument("--scale", type=int)
     p.add_argument("--sigma", type=float)
     p.add_argument("--quality", type=int)

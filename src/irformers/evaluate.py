@@ -1,8 +1,9 @@
 """The benchmark runner: degrade a test set per the conventions, restore it, score it like the papers.
 
-Every model, the pseudo-models included, is a ``Restorer``: float32 H x W x C in [0, 1] in, float32
-H x W x C out. The runner owns the conventions (mod-crop, seeded noise, OpenCV JPEG, Y channel, border
-shave, rounding to uint8 before any metric), so a model cannot get them wrong.
+Every model, the pseudo-models included, is a ``RestoreFn`` (an ``inference.Restorer`` is one):
+float32 H x W x C in [0, 1] in, float32 H x W x C out. The runner owns the conventions (mod-crop,
+seeded noise, OpenCV JPEG, Y channel, border shave, rounding to uint8 before any metric), so a model
+cannot get them wrong.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from irformers.data.io import ImageError, InputError, to_uint, write_image
 from irformers.data.resize import imresize, modcrop
 from irformers.engine.config import TASKS
 
-Restorer = Callable[[np.ndarray], np.ndarray]
+RestoreFn = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def score(output: np.ndarray, target: np.ndarray, deg: Degradation) -> dict[str,
     return result
 
 
-def pseudo_model(name: str, deg: Degradation) -> Restorer:
+def pseudo_model(name: str, deg: Degradation) -> RestoreFn:
     """The papers' reference rows as models: ``bicubic`` (SR), ``identity`` (the degraded input),
     ``malvar`` (the classical demosaicking baseline)."""
     if name == "bicubic":
@@ -175,7 +176,7 @@ def benchmark_sets(task: str, gray: bool | None, data_root: str | Path | None = 
 
 
 def evaluate(
-    restorer: Restorer,
+    restorer: RestoreFn,
     dataset: Dataset,
     deg: Degradation,
     *,

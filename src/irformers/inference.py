@@ -39,7 +39,11 @@ from irformers.models import PRESETS, build_model
 from irformers.models.presets import bundled_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the explicit precisions
+PRECISION_DTYPES = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}  # the explicit precisions
 CPU_MEMORY_MB = 1024  # activation budget for --tile auto on CPU; on CUDA half the free memory
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
@@ -200,7 +204,7 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module) ->
     if precision == "auto":
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported() and "bfloat16" in desc.dtypes
         return torch.bfloat16 if bf16 else torch.float32
-    dtype = DTYPES[precision]
+    dtype = PRECISION_DTYPES[precision]
     if str(dtype).removeprefix("torch.") not in desc.dtypes:
         raise ValueError(
             f"{desc.arch} models do not run in {precision} (they support {', '.join(desc.dtypes)})"

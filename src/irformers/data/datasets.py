@@ -1,4 +1,4 @@
-"""Benchmark sets found by name under a data root, in the three layouts of design.md.
+"""Benchmark sets found by name under a data root, in the three layouts of the README's Data section.
 
 - ``NAME/HR/*``: super-resolution sets; ``NAME/LR_bicubic/X{s}/<stem>x{s}.<ext>`` is used when present,
   otherwise the LR image is synthesised with MATLAB-exact bicubic.

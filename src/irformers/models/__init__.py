@@ -7,11 +7,24 @@ import copy
 import torch
 from torch import nn
 
+from .baseline import WindowBaseline
 from .descriptor import ModelDescriptor, Preset
+from .hiir import HiIR
 from .presets import ARCHITECTURES, PRESETS, bundled_weights, get_preset
 from .semanir import SemanIR
 
-__all__ = ["PRESETS", "ModelDescriptor", "Preset", "SemanIR", "build_model", "get_preset", "list_presets"]
+__all__ = [
+    "PRESETS",
+    "HiIR",
+    "ModelDescriptor",
+    "Preset",
+    "SemanIR",
+    "WindowBaseline",
+    "build_model",
+    "count_params",
+    "get_preset",
+    "list_presets",
+]
 
 
 def build_model(name_or_config: str | dict, **overrides) -> nn.Module:

@@ -1,9 +1,10 @@
 """Plain window attention (SwinIR-like): the reference the efficiency comparisons measure against.
 
 Each layer attends inside non-overlapping windows, the windows shifted by half a window on odd
-layers (with the mask that keeps wrapped-around pixels apart), with dot-product attention, the shared
-continuous position bias and post-norm, exactly like the Hi-IR and SemanIR layers apart from where
-the keys come from. Stages plug into the shared `ColumnarFrame`.
+layers (with the mask that keeps wrapped-around pixels apart), with dot-product attention (Hi-IR's
+default; SemanIR's is cosine, the same cost), the shared continuous position bias and post-norm, like
+the Hi-IR and SemanIR layers apart from where the keys come from. Stages plug into the shared
+`ColumnarFrame`.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ DEFAULTS = {
 
 
 class WindowBaseline(FramedModel):
-    """The columnar frame built from window-attention stages; `model(x)` (other run-time options ignored)."""
+    """The columnar frame built from window-attention stages; `model(x)` (run-time options are refused)."""
 
     arch = "baseline"
     columnar_defaults = DEFAULTS
