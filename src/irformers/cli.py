@@ -514,19 +514,14 @@ def _training_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _degrade_one(img_path: Path, args: argparse.Namespace) -> np.ndarray:
-    from irformers.data import degrade
+def _degrade_one(img_path: Path, deg) -> np.ndarray:
+    """The input `test` gives a model for this image, as uint8 (one-channel images as H x W)."""
+    from irformers.data.datasets import Sample
+    from irformers.data.io import to_uint
+    from irformers.evaluate import prepare
 
-    img = degrade.read_clean(img_path, args.gray, args.task)  # the clean image `test` degrades
-    img = img[..., 0] if img.shape[-1] == 1 else img  # written as a one-channel file
-    if args.task == "sr":
-        return degrade.bicubic_lr(img, args.scale)
-    if args.task == "denoise":
-        noisy = degrade.add_gaussian_noise(img.astype(np.float32) / 255.0, args.sigma, seed=0)
-        return np.rint(np.clip(noisy, 0, 1) * 255).astype(np.uint8)
-    if args.task == "jpeg":
-        return degrade.jpeg_compress(img, args.quality)
-    return degrade.bayer_mosaic(img)
+    pixels, _ = prepare(Sample(img_path.stem, img_path), deg)
+    return to_uint(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:
@@ -535,7 +530,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     _check_levels(args)
     try:  # the checks `test` applies to the same options
-        Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=args.gray)
+        deg = Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=args.gray)
     except ValueError as err:
         raise UsageError(str(err)) from err
     indir, outdir = Path(args.indir), Path(args.outdir)
@@ -551,7 +546,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         try:
             out = outdir / f"{path.stem}.png"
             _claim_output(path, out, claimed, "choose another output folder")
-            write_image(out, _degrade_one(path, args))
+            write_image(out, _degrade_one(path, deg))
         except ImageError as err:  # names its file
             failures.append(str(err))
         except ValueError as err:

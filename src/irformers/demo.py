@@ -14,8 +14,7 @@ import numpy as np
 
 from irformers.data.datasets import Sample
 from irformers.data.io import to_uint, write_image
-from irformers.data.resize import imresize
-from irformers.evaluate import Degradation, prepare, score
+from irformers.evaluate import Degradation, prepare, pseudo_model, score
 from irformers.inference import Restorer, load_model
 
 SAMPLE = Path(__file__).parent / "assets" / "kodim23-crop.png"
@@ -53,7 +52,7 @@ def run_demo(
         degraded, target = prepare(Sample("kodim23-crop", SAMPLE), deg)
         restored = to_uint(Restorer(load_model(model_name), device=device)(degraded))
         # the "before" image is what a viewer would see: the input itself, or its bicubic upscaling
-        before = imresize(to_uint(degraded), deg.scale) if deg.task == "sr" else to_uint(degraded)
+        before = to_uint(pseudo_model("bicubic" if deg.task == "sr" else "identity", deg)(degraded))
         files = {kind: out / f"{name}-{kind}.png" for kind in ("input", "output", "side-by-side")}
         write_image(files["input"], _plain(to_uint(degraded)))
         write_image(files["output"], _plain(restored))
