@@ -166,24 +166,22 @@ def build(config: dict) -> WindowBaseline:
 
 
 PRESETS: list[Preset] = [
-    Preset(
-        "baseline-swin-sr-x2",
+    frames.sr_preset(
         "baseline",
-        "sr",
+        "baseline-swin-sr-x2",
         2,
-        3,
-        {"arch": "baseline", "scale": 2},
         None,
         "the project's reference: SwinIR-like window attention, C 180, 6 x 6 layers, window 32",
     ),
-    Preset(
-        "baseline-t-sr-x2",
+    frames.sr_preset(
         "baseline",
-        "sr",
+        "baseline-t-sr-x2",
         2,
-        3,
-        {"arch": "baseline", "scale": 2, "dim": 48, "num_heads": 3, "depths": [2, 2, 2], "window_size": 8},
         None,
-        "the project's own small preset (not from a paper)",
+        frames.PROJECT_NOTE,
+        dim=48,
+        num_heads=3,
+        depths=[2, 2, 2],
+        window_size=8,
     ),
 ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .descriptor import ModelDescriptor
+from .descriptor import ModelDescriptor, Preset
 from .layers import BayerBilinear, make_stage_conv, pad_to_multiple
 
 
@@ -58,6 +58,31 @@ UNET_DEFAULTS = {
     "global_residual": True,
     "bayer_input": False,
 }
+
+
+PROJECT_NOTE = "the project's own small preset (not from the paper)"
+
+
+def sr_preset(arch: str, name: str, scale: int, reported: float | None, note: str = "", **extra) -> Preset:
+    """A columnar super-resolution preset of `arch` (RGB in and out); `extra` are config keys."""
+    config = {"arch": arch, "layout": "columnar", "task": "sr", "scale": scale, **extra}
+    return Preset(name, arch, "sr", scale, 3, config, reported, note)
+
+
+def unet_preset(
+    arch: str, name: str, task: str, channels: int, reported: float | None, note: str = "", **extra
+) -> Preset:
+    """A U-Net preset of `arch` for a same-size task; demosaicking takes a 1-channel mosaic to RGB."""
+    config = {
+        "arch": arch,
+        "layout": "unet",
+        "task": task,
+        "in_channels": channels,
+        "out_channels": 3 if task == "demosaic" else channels,
+        "bayer_input": task == "demosaic",
+        **extra,
+    }
+    return Preset(name, arch, task, 1, channels, config, reported, note)
 
 
 # The least whole number each size-like config key may be (lists entry by entry; None = not used). Checked

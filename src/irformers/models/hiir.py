@@ -492,21 +492,11 @@ def build(config: dict) -> HiIR:
 
 
 def _sr(name: str, scale: int, reported: float | None, note: str = "", **extra) -> Preset:
-    config = {"arch": "hiir", "layout": "columnar", "task": "sr", "scale": scale, **extra}
-    return Preset(name, "hiir", "sr", scale, 3, config, reported, note)
+    return frames.sr_preset("hiir", name, scale, reported, note, **extra)
 
 
 def _unet(name: str, task: str, channels: int, reported: float | None, note: str = "", **extra) -> Preset:
-    config = {
-        "arch": "hiir",
-        "layout": "unet",
-        "task": task,
-        "in_channels": channels,
-        "out_channels": 3 if task == "demosaic" else channels,
-        "bayer_input": task == "demosaic",
-        **extra,
-    }
-    return Preset(name, "hiir", task, 1, channels, config, reported, note)
+    return frames.unet_preset("hiir", name, task, channels, reported, note, **extra)
 
 
 _B = {"dim": 180, "num_heads": 6, "depths": [6] * 6}
@@ -535,7 +525,7 @@ _TINY_UNET = {
     "region_size": [32, 16, 8, 4],
     "l3_max_regions": 2,
 }
-_PROJECT = "the project's own small preset (not from the paper)"
+_PROJECT = frames.PROJECT_NOTE
 _UNET_NOTE = "layout chosen to match the reported motion-deblurring size (docs/hiir.md)"
 
 PRESETS: list[Preset] = [

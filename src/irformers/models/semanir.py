@@ -567,30 +567,12 @@ def build(config: dict) -> SemanIR:
 # --------------------------------------------------------------------------- presets
 
 
-def _sr(name: str, scale: int, depths: list[int], reported: float | None, note: str = "", **extra) -> Preset:
-    config = {
-        "arch": "semanir",
-        "layout": "columnar",
-        "task": "sr",
-        "scale": scale,
-        "depths": depths,
-        **extra,
-    }
-    return Preset(name, "semanir", "sr", scale, 3, config, reported, note)
+def _sr(name: str, scale: int, reported: float | None, note: str = "", **extra) -> Preset:
+    return frames.sr_preset("semanir", name, scale, reported, note, **extra)
 
 
 def _unet(name: str, task: str, channels: int, reported: float | None, note: str = "", **extra) -> Preset:
-    out_channels = 3 if task == "demosaic" else channels
-    config = {
-        "arch": "semanir",
-        "layout": "unet",
-        "task": task,
-        "in_channels": channels,
-        "out_channels": out_channels,
-        "bayer_input": task == "demosaic",
-        **extra,
-    }
-    return Preset(name, "semanir", task, 1, channels, config, reported, note)
+    return frames.unet_preset("semanir", name, task, channels, reported, note, **extra)
 
 
 # The tiny presets' windows hold 256 tokens; k = 128 keeps half of them. Trained with k drawn from 64 to
@@ -607,11 +589,11 @@ _TINY_UNET = {
     "window_size": 16,
     "k": _TINY_K,
 }
-_PROJECT = "the project's own small preset (not from the paper)"
+_PROJECT = frames.PROJECT_NOTE
 
 PRESETS: list[Preset] = [
-    *(_sr(f"semanir-s-sr-x{s}", s, [6] * 6, r) for s, r in ((2, 11.87), (3, 12.05), (4, 12.02))),
-    *(_sr(f"semanir-b-sr-x{s}", s, [8] * 8, r) for s, r in ((2, 19.90), (3, 20.08), (4, 20.04))),
+    *(_sr(f"semanir-s-sr-x{s}", s, r, depths=[6] * 6) for s, r in ((2, 11.87), (3, 12.05), (4, 12.02))),
+    *(_sr(f"semanir-b-sr-x{s}", s, r, depths=[8] * 8) for s, r in ((2, 19.90), (3, 20.08), (4, 20.04))),
     *(
         _unet(f"semanir-unet-{task}-{kind}", task, ch, 25.82, "layout chosen to match the reported size")
         for task in ("denoise", "jpeg")
@@ -621,7 +603,7 @@ PRESETS: list[Preset] = [
         "semanir-unet-demosaic", "demosaic", 1, 25.82, "RGGB mosaic in; residual on bilinear interpolation"
     ),
     _unet("semanir-unet-deblur", "deblur", 3, 25.82, "layout chosen to match the reported size"),
-    *(_sr(f"semanir-t-sr-x{s}", s, [2, 2, 2], None, _PROJECT, **_TINY_SR) for s in (2, 3, 4)),
+    *(_sr(f"semanir-t-sr-x{s}", s, None, _PROJECT, depths=[2, 2, 2], **_TINY_SR) for s in (2, 3, 4)),
     *(
         _unet(f"semanir-t-{task}-{kind}", task, ch, None, _PROJECT, **_TINY_UNET)
         for task in ("denoise", "jpeg")
