@@ -22,6 +22,8 @@ from .layers import (
     ContinuousPositionBias,
     PaddedStage,
     ResidualLayer,
+    cosine_logit_scale,
+    cosine_temperature,
     make_stage_conv,
     shape_cache,
 )
@@ -218,9 +220,7 @@ class LevelAttention(nn.Module):
         self.qkv = nn.Linear(dim, 2 * qk_dim + dim)
         self.position_bias = ContinuousPositionBias(num_heads)
         # cosine similarity needs a learnable temperature (Swin v2's log-space scale, capped at 100)
-        self.logit_scale = (
-            nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0))) if attn_type == "cosine" else None
-        )
+        self.logit_scale = cosine_logit_scale(num_heads) if attn_type == "cosine" else None
 
     def forward(self, x: Tensor, region_rows: int | None = None) -> Tensor:
         b, h, w, _ = x.shape
@@ -240,7 +240,7 @@ class LevelAttention(nn.Module):
         bias = self.position_bias.dense(size).unsqueeze(0)  # 4-D: CPU flash kernel
         scale = q.shape[-1] ** -0.5
         if self.logit_scale is not None:
-            q = F.normalize(q, dim=-1) * self.logit_scale.clamp(max=math.log(100.0)).exp()
+            q = F.normalize(q, dim=-1) * cosine_temperature(self.logit_scale)
             k, scale = F.normalize(k, dim=-1), 1.0
         if n <= SMALL_GROUP_TOKENS and q.device.type == "cpu":
             scores = torch.matmul(q * scale, k.transpose(-2, -1))

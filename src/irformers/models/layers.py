@@ -170,6 +170,16 @@ class ContinuousPositionBias(nn.Module):
 # --------------------------------------------------------------------------- MLP, DropPath, stage convs
 
 
+def cosine_logit_scale(num_heads: int) -> nn.Parameter:
+    """Swin v2's learnable per-head log temperature for cosine attention, starting at log 10."""
+    return nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+
+
+def cosine_temperature(logit_scale: torch.Tensor) -> torch.Tensor:
+    """The temperature, capped at 100 so that the softmax cannot saturate; `(heads, 1, 1)`."""
+    return logit_scale.clamp(max=math.log(100.0)).exp()
+
+
 class Mlp(nn.Module):
     def __init__(self, dim: int, ratio: float = 2.0) -> None:
         super().__init__()

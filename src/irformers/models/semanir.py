@@ -27,6 +27,8 @@ from .layers import (
     ContinuousPositionBias,
     ResidualLayer,
     Size2,
+    cosine_logit_scale,
+    cosine_temperature,
     make_stage_conv,
     pad_to_multiple,
     relative_position_index,
@@ -351,7 +353,7 @@ class KSAttention(nn.Module):
         self.memory_bytes = memory_mb * 2**20
         self.qkv = nn.Linear(dim, 3 * dim)
         if attn_type == "cosine":
-            self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+            self.logit_scale = cosine_logit_scale(num_heads)
         self.cpb = ContinuousPositionBias(num_heads, cpb_hidden)
         self.proj = nn.Linear(dim, dim)
 
@@ -362,7 +364,7 @@ class KSAttention(nn.Module):
         h = self.num_heads
         q, k, v = self.qkv(x).view(b, n, 3, h, c // h).unbind(2)
         if self.attn_type == "cosine":
-            scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, 1, h, 1)
+            scale = cosine_temperature(self.logit_scale).view(1, 1, h, 1)
             q, k = F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1)
         else:
             q = q * (c // h) ** -0.5
