@@ -1,5 +1,6 @@
 """The trainer: exact resume, data-parallel ranks, crash safety, precision options, bad input."""
 
+import copy
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from irformers.data.io import TEMP_GLOB, write_image
 from irformers.engine.checkpoint import load_training_state, model_from_file, read_metadata
 from irformers.engine.config import ConfigError, config_from_dict
 from irformers.engine.trainer import EMA, Trainer, build_model_from_config, enable_grad_checkpointing
+from irformers.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 # A SemanIR small enough for milliseconds per step: one stage, 16x16 windows (256 tokens, so that
@@ -338,6 +340,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
     assert ckpt.state_dict().keys() == plain.state_dict().keys()
+    unet = build_model("hiir-t-denoise-gray")  # encoders, bottleneck, decoders, refinement: every stage
+    copied = copy.deepcopy(unet)  # as the EMA copies: its own stages, not the original's
+    assert len(unet.stages()) == 8 and not set(map(id, copied.stages())) & set(map(id, unet.stages()))
 
 
 def test_ema_update_by_hand():

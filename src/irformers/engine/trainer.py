@@ -169,14 +169,6 @@ def load_init_weights(model: nn.Module, path: str) -> list[str]:
     return sorted(set(expected) - set(usable))
 
 
-def _stage_types() -> tuple[type, ...]:
-    from irformers.models.baseline import WindowStage
-    from irformers.models.hiir import HiIRStage
-    from irformers.models.semanir import SemanIRStage
-
-    return (SemanIRStage, HiIRStage, WindowStage)
-
-
 def _checkpointed(forward, *args, **kwargs):
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)
@@ -191,7 +183,7 @@ def enable_grad_checkpointing(model: nn.Module) -> int:
     Patches the stages' `forward` on the instances, so parameter names (and weights files) are
     unchanged. Returns the number of stages.
     """
-    found = [m for m in model.modules() if isinstance(m, _stage_types())]
+    found = model.stages()
     for stage in found:
         stage.forward = functools.partial(_checkpointed, stage.forward)
     return len(found)

@@ -341,8 +341,11 @@ class FramedModel(nn.Module):
         rates = [cfg["drop_path"] * i / max(total - 1, 1) for i in range(total)]  # linear, as in Swin
         starts = [sum(depths[:i]) for i in range(len(depths))]
 
+        built: list[nn.Module] = []
+
         def stage_factory(spec: StageSpec) -> nn.Module:
-            return self.make_stage(spec, rates[starts[spec.index] : starts[spec.index] + spec.depth])
+            built.append(self.make_stage(spec, rates[starts[spec.index] : starts[spec.index] + spec.depth]))
+            return built[-1]
 
         if unet:
             self.frame: nn.Module = UNetFrame(
@@ -372,6 +375,8 @@ class FramedModel(nn.Module):
                 upsampler_features=cfg["upsampler_features"],
                 rgb_mean=cfg["rgb_mean"] if cfg["in_channels"] == 3 else None,
             )
+        # by name, not reference: a deep copy (the EMA's) then finds its own stages
+        self._stage_names = [name for name, m in self.named_modules() if any(m is b for b in built)]
         self.descriptor = ModelDescriptor(
             arch=self.arch,
             task=cfg["task"],
@@ -386,6 +391,10 @@ class FramedModel(nn.Module):
     def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
         """The stage at `spec`, with one drop-path rate per layer."""
         raise NotImplementedError
+
+    def stages(self) -> list[nn.Module]:
+        """The transformer stages `make_stage` built (what gradient checkpointing wraps)."""
+        return [self.get_submodule(name) for name in self._stage_names]
 
     def size_multiple(self, cfg: dict) -> int:
         """What the input's sides must be multiples of for the stages to need no padding of their own."""
