@@ -22,7 +22,6 @@ from irformers.inference import (
     load_model,
     plan_tiles,
     resolve_precision,
-    tile_grid,
     tile_spans,
 )
 from irformers.models import build_model
@@ -66,7 +65,9 @@ class Toy(nn.Module):
     def __init__(self, fn, scale=1, channels=(3, 3), multiple=8):
         super().__init__()
         self.fn = fn
-        self.descriptor = ModelDescriptor("toy", "sr" if scale > 1 else "denoise", scale, *channels, multiple)
+        self.descriptor = ModelDescriptor(
+            "toy", "sr" if scale > 1 else "denoise", scale, *channels, multiple, tile_multiple=multiple
+        )
         self.config = {"dim": 8}
 
     def forward(self, x):
@@ -166,7 +167,7 @@ def test_tiled_transformer_matches_untiled(config, h, w, tile, overlap):
     torch.manual_seed(0)
     model = build_model(config).eval()
     # tiles start on the coarsest window grid: 8 px for the columnar model, 8 * 2**3 for the U-Net
-    assert tile_grid(model) == (8 if config is TINY_SR else 64)
+    assert model.descriptor.tile_multiple == (8 if config is TINY_SR else 64)
     img = np.random.default_rng(1).random((h, w, 3), dtype=np.float32)
     img = np.clip(img * 0.3 + np.linspace(0, 0.7, w, dtype=np.float32)[None, :, None], 0, 1)
     whole = np.clip(Restorer(model, tile="none", device="cpu")(img), 0, 1)
@@ -206,7 +207,7 @@ def test_self_ensemble_keeps_a_mosaic_rggb():
 def test_the_python_api_says_when_a_tile_runs_otherwise_than_asked():
     """Only the CLI said so: restore(..., tile=64) ran 128-pixel tiles without overlap, seams and all."""
     model = build_model(TINY_SR)
-    grid = tile_grid(model)
+    grid = model.descriptor.tile_multiple
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         restorer = Restorer(model, tile=grid + 1, device="cpu")

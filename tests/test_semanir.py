@@ -474,6 +474,11 @@ def test_descriptor_and_config():
     assert (demosaic.in_channels, demosaic.out_channels, demosaic.scale) == (1, 3, 1)
     assert demosaic.bayer_input and not d.bayer_input  # the self-ensemble keeps a mosaic's phase
     assert demosaic.size_multiple % 32 == 0 and demosaic.size_multiple % 8 == 0
+    # tiles align to the coarsest level's windows (16 tokens at 1/8: 128 input pixels); a k above a
+    # window's 256 tokens attends to all of them
+    unet = build_model("semanir-t-denoise-gray").descriptor
+    assert (unet.size_multiple, unet.tile_multiple, unet.window_tokens) == (16, 128, 256)
+    assert (d.tile_multiple, build_model("hiir-t-sr-x2").descriptor.window_tokens) == (16, None)
 
 
 def _preset_names(small: bool) -> list[str]:

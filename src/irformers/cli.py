@@ -87,7 +87,7 @@ def _tile(text: str) -> int | str | None:
 def _k_that_runs(model, k: int | None, label: str) -> int | None:
     """A k above a window's tokens attends to the whole window; say so, and give the k that runs so a
     report never shows one that did not."""
-    tokens = int(model.config["window_size"]) ** 2 if model.descriptor.supports_k else 0
+    tokens = model.descriptor.window_tokens
     if k and tokens and k > tokens:
         print(
             f"note: {label}: windows hold at most {tokens} tokens, so k {k} attends to whole windows "

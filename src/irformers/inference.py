@@ -1,13 +1,13 @@
 """Inference on images of any size: tiles blended without seams, self-ensemble, precision, model loading.
 
 Tiling keeps memory bounded by the tile whatever the image size. Tiles are square, a multiple of the
-model's grid (``tile_grid``: its size multiple, for U-Nets the coarsest level's window), and start on
-multiples of it, so every tile sees the same attention windows as a whole-image pass (the model pads a
-short last tile at the image border exactly as it pads the whole image); tiled and untiled outputs then
-differ only where context was cut at a tile edge. Neighbouring
-tiles overlap, and each is weighted by a raised-cosine ramp across the overlap (weight near 0 at a
-tile's own edge, where it lacks context); the weights of a grid of tiles are separable and are
-normalised per axis, so they sum to exactly one everywhere and the output needs no weight buffer.
+model's grid (the descriptor's ``tile_multiple``: its size multiple, for U-Nets the coarsest level's
+window), and start on multiples of it, so every tile sees the same attention windows as a whole-image
+pass (the model pads a short last tile at the image border exactly as it pads the whole image); tiled
+and untiled outputs then differ only where context was cut at a tile edge. Neighbouring tiles overlap,
+and each is weighted by a raised-cosine ramp across the overlap (weight near 0 at a tile's own edge,
+where it lacks context); the weights of a grid of tiles are separable and are normalised per axis, so
+they sum to exactly one everywhere and the output needs no weight buffer.
 """
 
 from __future__ import annotations
@@ -253,17 +253,6 @@ def memory_budget_mb(device: torch.device) -> float:
     return CPU_MEMORY_MB
 
 
-def tile_grid(model: nn.Module) -> int:
-    """What tile sizes and starts are multiples of, so that every tile sees the whole image's window
-    grid: the size multiple, and for U-Nets the coarser levels' windows (window * 2**level pixels)."""
-    cfg, m = model.config, model.descriptor.size_multiple
-    if "dims" not in cfg:
-        return m
-    windows = cfg.get("window_size", 1)
-    windows = windows if isinstance(windows, (list, tuple)) else [windows] * len(cfg["dims"])
-    return math.lcm(m, *(w * 2**i for i, w in enumerate(windows)))
-
-
 def default_overlap(model: nn.Module) -> int:
     """Two windows of context for small windows, one size multiple for large ones."""
     return max(model.descriptor.size_multiple, 32)
@@ -278,14 +267,14 @@ def plan_tiles(
     memory_mb: float | None = None,
     device: torch.device | None = None,
 ) -> tuple[int, int] | None:
-    """(tile, overlap) in input pixels, aligned to ``tile_grid``; None = one whole-image pass.
+    """(tile, overlap) in input pixels, aligned to ``descriptor.tile_multiple``; None = one whole-image pass.
 
     ``tile="auto"`` picks the largest square tile whose estimated activations fit ``memory_mb`` and tiles
     only when the image does not fit; an explicit tile is rounded down to the grid, and the overlap
     rounded up so that tile starts stay on the grid (the overlap is at least the one asked). Without an
     overlap asked, the default shrinks to leave a tile of one grid step a stride.
     """
-    m = tile_grid(model)
+    m = model.descriptor.tile_multiple
     asked, overlap = overlap, default_overlap(model) if overlap is None else overlap
     if overlap < 0:
         raise ValueError(f"--tile-overlap must be >= 0, got {overlap}")
@@ -454,7 +443,7 @@ class Restorer:
     def _settle_tile(self, tile: int, overlap: int | None) -> int:
         """The tile that runs, rounded to the model's grid (so reports can name it); a `TileWarning` says
         when it is not the one asked, or when it is too small to overlap its neighbours (seams)."""
-        grid = tile_grid(self.model)
+        grid = self.model.descriptor.tile_multiple
         side = max(tile, grid) + 1  # an image larger than the rounded tile is tiled
         ran, ran_overlap = plan_tiles(self.model, side, side, tile, overlap)
         if ran != tile:

@@ -20,8 +20,10 @@ class ModelDescriptor:
     in_channels: int
     out_channels: int
     size_multiple: int
+    tile_multiple: int  # tile sizes and starts: the size multiple, or a U-Net's coarsest window grid
     dtypes: tuple[str, ...] = DTYPES
     supports_k: bool = False  # model(x, k=...) trades accuracy for speed at run time
+    window_tokens: int | None = None  # with supports_k: the most keys a query can have (a larger k is all)
     fp16_safe: bool = False  # float16 inference checked to stay close to float32
     bayer_input: bool = False  # an RGGB mosaic in: a flip would shift its colour phase
 

@@ -12,6 +12,7 @@ stage and its size multiple.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -135,6 +136,10 @@ def _per_stage(value: int | Sequence[int], n: int, name: str) -> list[int]:
     if len(value) != n:
         raise ValueError(f"frames: {name} has {len(value)} entries, expected {n}")
     return list(value)
+
+
+def _first(value: int | Sequence[int]) -> int:
+    return value[0] if isinstance(value, (list, tuple)) else value
 
 
 def _conv3(cin: int, cout: int) -> nn.Conv2d:
@@ -384,9 +389,21 @@ class FramedModel(nn.Module):
             in_channels=cfg["in_channels"],
             out_channels=cfg["out_channels"],
             size_multiple=multiple,
+            tile_multiple=self._tile_multiple(cfg, multiple),
             supports_k=self.supports_k,
+            window_tokens=_first(cfg["window_size"]) ** 2 if self.supports_k else None,
             bayer_input=bool(cfg.get("bayer_input", False)),
         )
+
+    @staticmethod
+    def _tile_multiple(cfg: dict, multiple: int) -> int:
+        """What tiles align to so that each sees the whole image's window grid: the size multiple, and
+        for U-Nets the coarser levels' windows (window * 2**level input pixels)."""
+        if cfg["layout"] != "unet":
+            return multiple
+        windows = cfg["window_size"]
+        windows = windows if isinstance(windows, (list, tuple)) else [windows] * len(cfg["dims"])
+        return math.lcm(multiple, *(w * 2**i for i, w in enumerate(windows)))
 
     def make_stage(self, spec: StageSpec, drop_path: list[float]) -> nn.Module:
         """The stage at `spec`, with one drop-path rate per layer."""
