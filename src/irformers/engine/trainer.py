@@ -51,6 +51,7 @@ from irformers.engine.config import (
     DEGRADE_KEYS,
     Config,
     ConfigError,
+    TrainConfig,
     recipe_changes,
     save_config,
     source_degrade,
@@ -210,7 +211,7 @@ class EMA:
                 ema.copy_(value)
 
 
-def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW; weight decay only on weight matrices and kernels (not biases, norms, scales)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
