@@ -57,7 +57,7 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.lrr=1", "unknown key 'train.lrr'; did you mean 'lr'?"),
+        ("train.lrr=1", "unknown key 'train.lrr'; did you mean 'train.lr'?"),
         ("trian.lr=1", "unknown key 'trian'; did you mean 'train'?"),
         ("train.steps=many", "train.steps: expected an integer, found str 'many'"),
         ("train.steps=1.5", "train.steps: expected an integer"),

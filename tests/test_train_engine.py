@@ -372,7 +372,7 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
     assert main(["train", str(_write(tmp_path, raw)), "--check"]) == 0
     assert "config OK: 5 training images" in capsys.readouterr().out
     assert "unknown key 'train.lr_'" in _cli_error(tmp_path, capsys, raw, "train.lr_=1")
-    assert "unknown key 'model.kk' for preset semanir-t-sr-x2; did you mean 'k'?" in _cli_error(
+    assert "unknown key 'model.kk' for preset semanir-t-sr-x2; did you mean 'model.k'?" in _cli_error(
         tmp_path, capsys, raw, "model.kk=3"
     )
     assert "model.k: expected a int" in _cli_error(tmp_path, capsys, raw, "model.k=many")

@@ -219,7 +219,7 @@ def _build(cls: type, raw: object, where: str):
     for key in raw:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(names)})"
+            hint = f"; did you mean '{_join(where, close[0])}'?" if close else f" (known: {', '.join(names)})"
             raise ConfigError(f"unknown key '{_join(where, key)}'{hint}")
     values = {}
     for f in dataclasses.fields(cls):

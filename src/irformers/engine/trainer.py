@@ -111,7 +111,7 @@ def build_model_from_config(spec: dict) -> nn.Module:
         for key, value in spec.items():
             if key not in defaults:
                 close = difflib.get_close_matches(key, list(defaults), n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
+                hint = f"; did you mean 'model.{close[0]}'?" if close else ""
                 raise ConfigError(f"unknown key 'model.{key}' for preset {preset}{hint}")
             if defaults[key] is not None and not _same_kind(value, defaults[key]):
                 raise ConfigError(
