@@ -221,11 +221,17 @@ def cmd_test(args: argparse.Namespace) -> int:
     names = args.dataset.split(",") if args.dataset else benchmark_sets(args.task, model_gray, args.data_root)
     results, failed = [], 0
     for name in [d for d in names if d]:
-        if args.task == "demosaic" and _set_is_gray(name, args.data_root):  # a mosaic of gray is no test
+        set_gray = args.task in ("denoise", "jpeg", "demosaic") and _set_is_gray(name, args.data_root)
+        if set_gray and args.task == "demosaic":  # a mosaic of gray is no test
             raise UsageError(f"--dataset {name}: its images are gray; demosaicking restores color images")
+        if set_gray and model is not None and not model_gray:  # three equal channels, each its own noise
+            raise UsageError(
+                f"--dataset {name}: its images are gray, and {args.model} is a color model (three copies "
+                f"of a gray image would score it higher than a color test); use a color set"
+            )
         gray = model_gray  # a model's channels decide; a pseudo-model's, --gray or the set's files
         if model is None:
-            gray = args.gray or (args.task in ("denoise", "jpeg") and _set_is_gray(name, args.data_root))
+            gray = args.gray or set_gray
         for scale in scales:
             for sigma in _numbers(args.sigma, float):
                 for quality in _numbers(args.quality, int):
