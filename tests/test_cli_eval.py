@@ -277,6 +277,16 @@ def test_degrade_then_metrics_round_trip(capsys, data_root, tmp_path):
     report = json.loads(capsys.readouterr().out)
     assert len(report["per_image"]) == 5 and report["ssim"] == 1.0
     assert report["psnr"] is None and {r["psnr"] for r in report["per_image"]} == {None}  # inf: not JSON
+    # a gray folder is degraded as gray, as `test` degrades Set12 (it got color noise: metrics then
+    # refused every pair); demosaicking it is refused, as `test` refuses it
+    noisy = tmp_path / "noisy"
+    assert main(["degrade", "--task", "denoise", "--sigma", "25", str(data_root / "Set12"), str(noisy)]) == 0
+    capsys.readouterr()
+    assert main(["metrics", str(noisy), str(data_root / "Set12"), "--json"]) == 0
+    assert 20.0 < json.loads(capsys.readouterr().out)["psnr"] < 20.4  # σ 25 noise, one channel
+    argv = ["degrade", "--task", "demosaic", str(data_root / "Set12"), str(tmp_path / "mosaic")]
+    assert main(argv) == 2
+    assert "Set12: its images are gray; demosaicking restores color images" in capsys.readouterr().err
 
 
 def test_metrics_folders_name_ambiguous_stems_and_unmatched_predictions(capsys, tmp_path):

@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +59,20 @@ def _progress(enabled: bool, desc: str) -> Callable:
     return lambda items: tqdm(items, desc=desc, leave=False, file=sys.stderr)
 
 
-def _set_is_gray(dataset_name: str, data_root: str | None) -> bool:
-    """Whether the set's images are single-channel (Set12, BSD68, Classic5): its first readable one says."""
+def _files_are_gray(paths: Iterable[Path]) -> bool:
+    """Whether a set's images are single-channel (Set12, BSD68, Classic5): its first readable one says."""
     from irformers.data.io import ImageError, read_array
 
-    for sample in find_dataset(dataset_name, data_root).samples:
+    for path in paths:
         try:
-            return read_array(sample.target, "unchanged").ndim == 2
+            return read_array(path, "unchanged").ndim == 2
         except ImageError:
             continue  # reported with the set's failures
     return False
+
+
+def _set_is_gray(dataset_name: str, data_root: str | None) -> bool:
+    return _files_are_gray(s.target for s in find_dataset(dataset_name, data_root).samples)
 
 
 def _tile(text: str) -> int | str | None:
@@ -536,7 +540,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     _check_levels(args)
     try:  # the checks `test` applies to the same options
-        deg = Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=args.gray)
+        Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=args.gray)
     except ValueError as err:
         raise UsageError(str(err)) from err
     indir, outdir = Path(args.indir), Path(args.outdir)
@@ -547,6 +551,11 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     images = _images_in(indir)
     if not images:
         raise UsageError(f"{indir}: no images in the input folder")
+    # as `test` degrades a set for a pseudo-model: gray when asked or when the folder's files are
+    set_gray = args.task in ("denoise", "jpeg", "demosaic") and _files_are_gray(images)
+    if set_gray and args.task == "demosaic":
+        raise UsageError(f"{indir}: its images are gray; demosaicking restores color images")
+    deg = Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=args.gray or set_gray)
     failures, claimed = [], _inputs_claimed(images)
     for path in images:
         try:
@@ -908,7 +917,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int)
     p.add_argument("--sigma", type=float)
     p.add_argument("--quality", type=int)
-    p.add_argument("--gray", action="store_true", help="read color files as gray, as `test` does")
+    p.add_argument(
+        "--gray",
+        action="store_true",
+        help="gray images; color files read as gray as `test` reads them (default: gray when the files are)",
+    )
     p.add_argument("indir")
     p.add_argument("outdir")
     p.set_defaults(func=cmd_degrade)
