@@ -27,6 +27,7 @@ from irformers.inference import (
 from irformers.models import build_model
 from irformers.models.descriptor import ModelDescriptor
 from irformers.models.layers import BayerBilinear
+from irformers.models.presets import bundled_weights
 
 # Tiny SemanIR networks (dense attention path, so nothing is compiled): a x2 columnar one and a U-Net.
 TINY_SR = {
@@ -285,6 +286,9 @@ def test_model_loading_resolves_presets_files_and_foreign_weights(tmp_path):
     assert irformers.load_model("semanir-t-sr-x3", allow_random_init=True).random_init
     with pytest.raises(CheckpointError, match="--arch hiir-t-sr-x2: names the network of a weights file"):
         load_model("semanir-t-sr-x2", arch="hiir-t-sr-x2")  # was ignored
+    own = bundled_weights("semanir-t-sr-x2")  # an irformers file names its network: --arch contradicted it
+    with pytest.raises(CheckpointError, match="names its own network; --arch semanir-t-sr-x4 is for foreign"):
+        load_model(own, arch="semanir-t-sr-x4")  # was "does not fit ...: 2 missing keys"
     shipped = load_model("semanir-t-sr-x2")  # the package's weights, by name
     assert not shipped.random_init and shipped.metadata["preset"] == "semanir-t-sr-x2"
     with pytest.raises(CheckpointError, match="neither a weights file nor a preset"):

@@ -12,6 +12,7 @@ from torch import nn
 from irformers import profiling
 from irformers.cli import main
 from irformers.models import build_model
+from irformers.models.presets import bundled_weights
 
 CPU = torch.device("cpu")
 
@@ -127,6 +128,10 @@ def test_bench_takes_foreign_weights_with_arch_beside_presets(capsys, tmp_path):
     assert "pass --arch PRESET" in capsys.readouterr().err
     assert main([*argv[:1], *argv[2:], "--arch", "semanir-t-sr-x2"]) == 2  # --arch with presets only
     assert "no model listed is one" in capsys.readouterr().err
+    own = str(bundled_weights("hiir-t-sr-x2"))  # --arch applies to the foreign file of a list only
+    assert main([*argv[:2], own, *argv[3:], "--arch", "semanir-t-sr-x2"]) == 0
+    hiir = json.loads(capsys.readouterr().out)["rows"][1]
+    assert hiir["params"] == sum(p.numel() for p in build_model("hiir-t-sr-x2").parameters())
 
 
 def test_hiir_half_width_qk_is_counted_without_its_zero_padding():

@@ -102,6 +102,16 @@ def _k_that_runs(model, k: int | None, label: str) -> int | None:
     return k
 
 
+def _metadata(path: str) -> dict:
+    """An irformers file's metadata; {} for foreign files and for unreadable ones (loading says why)."""
+    from irformers.engine.checkpoint import CheckpointError, read_metadata
+
+    try:
+        return read_metadata(path)
+    except CheckpointError:
+        return {}
+
+
 def _load_model(args: argparse.Namespace):
     """The model of ``--model`` (preset, weights file, or foreign file with ``--arch``) and its restorer."""
     from irformers.engine.checkpoint import CheckpointError
@@ -774,12 +784,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     ks = _numbers(args.k, int)
     if any(k is not None and k < 1 for k in ks):
         raise UsageError(f"--k {args.k}: every k must be at least 1")
-    if args.arch and not any(Path(spec).is_file() for spec in args.models):
-        raise UsageError(f"--arch {args.arch}: applies to weights files, and no model listed is one")
+    foreign = {spec for spec in args.models if Path(spec).is_file() and "config" not in _metadata(spec)}
+    if args.arch and not foreign:
+        raise UsageError(f"--arch {args.arch}: applies to foreign weights files, and no model listed is one")
     rows = []
     for spec in args.models:
         try:
-            arch = args.arch if Path(spec).is_file() else None  # a list may mix presets and files
+            arch = args.arch if spec in foreign else None  # a list may mix presets and files
             model = load_model(spec, arch=arch, device=device, allow_random_init=True)
         except CheckpointError as err:
             raise UsageError(str(err)) from err

@@ -85,6 +85,11 @@ def load_model(
                 )
             model = model_from_file(path)
         else:
+            if "config" in read_metadata(path):
+                raise CheckpointError(
+                    f"{path}: an irformers weights file, which names its own network; --arch {arch} is "
+                    f"for foreign weights (leave it out)"
+                )
             model = load_weights(build_model(arch), path)
             model.metadata = {"preset": arch, "source": str(path)}
     elif str(spec) in PRESETS:
