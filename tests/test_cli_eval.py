@@ -247,6 +247,13 @@ def test_an_image_too_small_to_score_fails_alone(capsys, tmp_path):
         f"{tmp_path / 'Mixed' / 'tiny.png'}: SSIM needs at least 11 x 11 pixels after cropping, got (5, 7)"
     ]
     assert "Traceback" not in captured.err and "tiny.png" in captured.err
+    assert main([*args, "--data-root", str(tmp_path)]) == 1  # the table says its mean is over 1 of 2
+    assert f"| {result['psnr']:.2f}/{result['ssim']:.4f} [1 of 2 images] |" in capsys.readouterr().out
+    cv2.imwrite(str(tmp_path / "Mixed" / "big.png"), rng.integers(0, 256, (5, 7), dtype=np.uint8))
+    assert main([*args, "--data-root", str(tmp_path)]) == 1
+    assert (
+        "| identity | denoise gray | σ25 | none of 2 images scored |" in capsys.readouterr().out
+    )  # "nan/nan"
 
 
 def test_unpaired_folders_are_refused(tmp_path):

@@ -250,9 +250,12 @@ def format_table(results: list[dict]) -> str:
             "jpeg": f"q{r['quality']}",
         }.get(r["task"], "")
         key = (r["model"], r["task"] + (" gray" if r["gray"] else ""), level)
-        cell = f"{r['psnr']:.2f}/{r['ssim']:.4f}"
-        if "psnr_b" in r:
+        scored, total = len(r["per_image"]), len(r["per_image"]) + len(r["failed"])
+        cell = f"{r['psnr']:.2f}/{r['ssim']:.4f}" if scored else f"none of {total} images scored"
+        if "psnr_b" in r and scored:
             cell += f" ({r['psnr_b']:.2f})"
+        if 0 < scored < total:  # a mean over the images that ran, not the set's
+            cell += f" [{scored} of {total} images]"
         rows.setdefault(key, {})[r["dataset"]] = cell
     header = ["model", "task", "level", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
