@@ -198,6 +198,8 @@ def test_a_tile_is_rounded_to_the_grid_and_one_too_small_to_overlap_is_named(tmp
     assert capsys.readouterr().err == ""
     assert main([*argv, "--tile", "2000000", "--suffix", "_e"]) == 0  # larger than any image: one pass
     assert "whole images)" in capsys.readouterr().out  # it said "tile 2000000" for one pass
+    assert main([*argv, "--ensemble", "--k", "16", "--suffix", "_f"]) == 0  # named, as test's rows name them
+    assert "(cpu, float32, ensemble, k 16, whole images)" in capsys.readouterr().out
     assert main([*argv, "--tile", "16", "--tile-overlap", "16", "--suffix", "_c"]) == 2
     assert "--tile-overlap 16 leaves no stride in a 16-pixel tile" in _one_error_line(capsys)
 

@@ -433,6 +433,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     print(
         f"restored {written} of {len(paths)} images into {args.output} with {model_label(model, args.model)} "
         f"({restorer.device.type}, {str(restorer.dtype).removeprefix('torch.')}, "
+        + ("ensemble, " if args.ensemble else "")
+        + (f"k {args.k}, " if args.k is not None else "")
         + (
             f"{'/'.join(map(str, sorted(set(tiles))))}-px tiles on {len(tiles)} of {written}"
             if tiles
