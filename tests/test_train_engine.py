@@ -17,7 +17,7 @@ import yaml
 
 from irformers.cli import main
 from irformers.data.io import TEMP_GLOB, write_image
-from irformers.engine.checkpoint import load_training_state, model_from_file, read_metadata
+from irformers.engine.checkpoint import CheckpointError, load_training_state, model_from_file, read_metadata
 from irformers.engine.config import ConfigError, config_from_dict
 from irformers.engine.trainer import EMA, Trainer, build_model_from_config, enable_grad_checkpointing
 from irformers.models import build_model
@@ -454,6 +454,16 @@ def test_init_from_other_scale_loads_what_fits(tmp_path):
             assert torch.equal(loaded[key], value), key
     # the fine-tuned weights will carry the summary of the run they started from
     assert trainer.init_training == {"steps": 7, "seconds": 3.0}
+    # a shipped model by name: fine-tuning it on one's own data (it was "semanir-t-sr-x2: no such file")
+    raw = _raw_config(tmp_path, "shipped", train={"init": "semanir-t-sr-x2"}, val={"sets": []})
+    raw["model"] = {"preset": "semanir-t-sr-x2"}
+    shipped = Trainer(config_from_dict(raw))
+    assert shipped.init_skipped == [] and shipped.init_training["steps"] > 0
+    raw["train"]["init"] = "semanir-t-sr-x3"  # a preset that ships no weights
+    with pytest.raises(
+        CheckpointError, match="semanir-t-sr-x3: no such file, nor a model that ships weights"
+    ):
+        Trainer(config_from_dict(raw))
 
 
 def test_init_from_a_foreign_pytorch_file(tmp_path):

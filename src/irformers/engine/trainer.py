@@ -155,7 +155,18 @@ def check_model_fits(model: nn.Module, cfg: Config) -> None:
             )
 
 
-def load_init_weights(model: nn.Module, path: str) -> list[str]:
+def init_weights_path(spec: str) -> Path:
+    """`train.init`: a weights file, or the name of a shipped model (fine-tuning it on one's own data)."""
+    from irformers.models.presets import PRESETS, bundled_weights
+
+    if not Path(spec).is_file() and spec in PRESETS and bundled_weights(spec) is not None:
+        return bundled_weights(spec)
+    if not Path(spec).is_file():
+        raise CheckpointError(f"train.init: {spec}: no such file, nor a model that ships weights")
+    return Path(spec)
+
+
+def load_init_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Start from another run's weights: every tensor whose name and shape fit is loaded.
 
     The usual case is fine-tuning x3/x4 SR from x2 weights, where only the upsampler differs.
@@ -356,9 +367,10 @@ class Trainer:
         if self.dist.rank == 0:
             for advice in self.model.training_advice(max(s.patch_size for s in stages(cfg.data))):
                 print(f"{cfg.run.name}: note: {advice}", file=sys.stderr, flush=True)
-        self.init_skipped = load_init_weights(self.model, cfg.train.init) if cfg.train.init else []
+        init = init_weights_path(cfg.train.init) if cfg.train.init else None
+        self.init_skipped = load_init_weights(self.model, init) if init else []
         # A model fine-tuned from another carries that one's training summary: its total cost stays known.
-        self.init_training = read_metadata(cfg.train.init).get("training") if cfg.train.init else None
+        self.init_training = read_metadata(init).get("training") if init else None
         if self.dist.rank == 0 and self._replays_init_data():
             print(
                 f"{cfg.run.name}: note: train.init's weights were trained on the same data with run.seed "
