@@ -84,6 +84,16 @@ def _state(tmp_path: Path, name: str) -> dict:
     return load_training_state(tmp_path / "runs" / name / "train_state.pt")
 
 
+def test_a_run_started_afresh_over_its_state_says_so(tmp_path, capsys):
+    """run.resume=never replaced a run's weights, state and log without a word."""
+    no_val = {"sets": []}
+    _train(_raw_config(tmp_path, val=no_val, run={"stop_at": 3}))
+    assert "afresh" not in capsys.readouterr().err
+    _train(_raw_config(tmp_path, val=no_val, train={"steps": 2, "warmup_steps": 0}, run={"resume": "never"}))
+    assert "run.resume=never starts it afresh; its state (at step 3) is replaced" in capsys.readouterr().err
+    assert _state(tmp_path, "run")["step"] == 2
+
+
 def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     """Same recipe (another stop_at): silent. Changed: one note naming each change. Nothing to do: the
     run folder keeps the recipe it was trained with."""

@@ -502,6 +502,16 @@ class Trainer:
                     f"(run.resume=never starts afresh)",
                     file=sys.stderr,
                 )
+        own_state = self.run_dir / STATE_FILE
+        if info.is_main and cfg.run.resume == "never" and own_state.is_file():  # said, not done silently
+            try:
+                was = f"at step {load_training_state(own_state)['step']}"
+            except CheckpointError:
+                was = "unreadable"
+            print(
+                f"note: {self.run_dir}: run.resume=never starts it afresh; its state ({was}) is replaced",
+                file=sys.stderr,
+            )
         if info.is_main and stop > start:  # "nothing to do" keeps the recipe the run was trained with
             save_config(cfg, self.run_dir / CONFIG_FILE)
 
