@@ -84,6 +84,20 @@ def _state(tmp_path: Path, name: str) -> dict:
     return load_training_state(tmp_path / "runs" / name / "train_state.pt")
 
 
+def test_a_finished_run_rerun_reports_the_time_it_took(tmp_path, monkeypatch):
+    """A no-op rerun said 14 s for a run that had taken 20: the state's time left out the last validation."""
+    validate = Trainer._validate
+
+    def slow(self, model):
+        time.sleep(1.0)
+        return validate(self, model)
+
+    monkeypatch.setattr(Trainer, "_validate", slow)
+    took = _train(_raw_config(tmp_path, val={"sets": ["Val"], "every": 6}))["seconds"]
+    again = _train(_raw_config(tmp_path, val={"sets": ["Val"], "every": 6}))["seconds"]
+    assert took >= 1.0 and abs(again - took) < 0.5, (took, again)
+
+
 def test_a_run_started_afresh_over_its_state_says_so(tmp_path, capsys):
     """run.resume=never replaced a run's weights, state and log without a word."""
     no_val = {"sets": []}

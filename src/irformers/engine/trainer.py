@@ -616,8 +616,9 @@ class Trainer:
             if self.val_sets and (done == t.steps or (cfg.val.every and done % cfg.val.every == 0)):
                 self.validation = {"step": done, **self._validate(model)}
                 log.write({"kind": "val", **self.validation})
-            if done % cfg.checkpoint.every == 0 or done == stop:
-                self._checkpoint(model, self.elapsed + pause - session_start, sampler.draws_before(done))
+            if done % cfg.checkpoint.every == 0 or done == stop:  # its time counts the validation
+                now = time.perf_counter()  # (a resumed run goes on from it: its total must match)
+                self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
             tick += time.perf_counter() - pause  # throughput counts training time only
 
     def _random_k(self, step: int, choices: tuple[int, ...]) -> int:
