@@ -306,6 +306,12 @@ def _truncated(tmp_path, name: str) -> None:
         ("cut.jpg", lambda p: _truncated(p.parent, p.name), "truncated or corrupt"),
         ("cut.tif", lambda p: _truncated(p.parent, p.name), "truncated or corrupt"),
         ("cut.webp", lambda p: _truncated(p.parent, p.name), "truncated or corrupt"),
+        # a valid file Pillow has no mode for: it was called corrupt
+        (
+            "float.tif",
+            lambda p: cv2.imwrite(str(p), np.zeros((4, 4, 3), np.float32)),
+            "unsupported sample type",
+        ),
     ],
 )
 def test_bad_files_raise_one_line_image_error(tmp_path, capfd, recwarn, name, make, problem):

@@ -316,6 +316,13 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
                 im.load()
             arr = np.asarray(im) if by_pillow else None
     except Exception as e:  # Pillow reports bad data as OSError, SyntaxError, ValueError, struct.error, ...
+        if fmt == "TIFF":  # Pillow has no mode for some valid TIFFs (3-channel float): OpenCV says what it is
+            with _quiet_opencv():
+                arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if arr is not None and arr.dtype not in (np.uint8, np.uint16):
+                raise _error(
+                    path, f"unsupported sample type {arr.dtype} (8- or 16-bit unsigned only)"
+                ) from None
         raise _error(path, "truncated or corrupt image data") from e
 
     if arr is None:
