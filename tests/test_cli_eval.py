@@ -359,6 +359,12 @@ def test_degrade_keeps_going_past_a_16_bit_image(capsys, tmp_path):
     captured = capsys.readouterr()
     assert "wrote 1 of 2" in captured.out and [p.name for p in out.iterdir()] == ["a.png"]
     assert "b.png: uint16 images are not supported (8-bit only)" in captured.err
+    cv2.imwrite(str(src / "b.png"), np.full((16, 16, 4), 128, np.uint8))  # alpha: dropped, and said so
+    assert main(["degrade", "--task", "jpeg", "--quality", "10", str(src), str(tmp_path / "rgba")]) == 0
+    assert (
+        capsys.readouterr().err
+        == f"note: {src / 'b.png'}: its alpha channel is dropped (test scores the other channels)\n"
+    )
 
 
 def test_degrade_makes_the_gray_image_test_scores(capsys, tmp_path):

@@ -546,6 +546,17 @@ def _degrade_one(img_path: Path, deg) -> np.ndarray:
     return to_uint(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
 
 
+def _has_alpha(path: Path) -> bool:
+    """From the file's header (Pillow reads no pixels for it); False where Pillow cannot tell."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return "A" in im.getbands() or "transparency" in im.info
+    except Exception:  # a file OpenCV read and Pillow cannot open (e.g. a float TIFF)
+        return False
+
+
 def cmd_degrade(args: argparse.Namespace) -> int:
     from irformers.data.io import ImageError, write_image
     from irformers.evaluate import Degradation
@@ -574,6 +585,11 @@ def cmd_degrade(args: argparse.Namespace) -> int:
             out = outdir / f"{path.stem}.png"
             _claim_output(path, out, claimed, "choose another output folder")
             write_image(out, _degrade_one(path, deg))
+            if _has_alpha(path):
+                print(
+                    f"note: {path}: its alpha channel is dropped (test scores the other channels)",
+                    file=sys.stderr,
+                )
         except ImageError as err:  # names its file
             failures.append(str(err))
         except ValueError as err:
