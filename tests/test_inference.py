@@ -213,8 +213,17 @@ def test_the_python_api_says_when_a_tile_runs_otherwise_than_asked():
         warnings.simplefilter("always")
         restorer = Restorer(model, tile=grid + 1, device="cpu")
     said = [str(w.message) for w in caught if w.category is TileWarning]
-    assert restorer.tile == grid and said[0].startswith(f"tile {grid + 1} runs as {grid} ")
-    assert "seams may show" in said[1] and caught[0].filename == __file__  # points at the caller
+    assert restorer.tile == grid and said == [
+        f"tile {grid + 1} runs as {grid} (tiles are multiples of {grid} px here)"
+    ]
+    assert caught[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restorer(np.zeros((grid, grid, 3), np.float32))  # one tile: nothing to say about seams
+        restorer(np.zeros((3 * grid, grid, 3), np.float32))  # tiled, without overlap: said, once
+        restorer(np.zeros((3 * grid, grid, 3), np.float32))
+    said = [str(w.message) for w in caught if w.category is TileWarning]
+    assert len(said) == 1 and "seams may show" in said[0] and caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error", TileWarning)
         assert Restorer(model, tile=2 * grid, device="cpu").tile == 2 * grid  # as asked, overlapping

@@ -192,6 +192,15 @@ def test_a_tile_is_rounded_to_the_grid_and_one_too_small_to_overlap_is_named(tmp
         "a tile of 16 or more overlaps them",
     ]
     assert "8-px tiles on 1 of 1)" in captured.out
+    small = tmp_path / "small.png"  # one tile: no seams to warn of (it warned for any image)
+    cv2.imwrite(str(small), np.zeros((8, 8, 3), np.uint8))
+    assert (
+        main(["restore", str(small), "-o", str(tmp_path / "out"), "--model", str(weights), "--tile", "5"])
+        == 0
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        "note: tile 5 runs as 8 (tiles are multiples of 8 px here)"
+    ]
     assert main([*argv, "--tile", "16", "--suffix", "_b"]) == 0
     assert capsys.readouterr().err == ""
     assert main([*argv, "--tile", "8", "--tile-overlap", "0", "--suffix", "_d"]) == 0  # no overlap asked

@@ -117,28 +117,22 @@ def _load_model(args: argparse.Namespace):
     from irformers.engine.checkpoint import CheckpointError
     from irformers.inference import Restorer, TileWarning, load_model
 
+    warnings.simplefilter("always", TileWarning)  # every run's notes (main's catch_warnings scopes this)
     try:
         model = load_model(args.model, arch=args.arch, allow_random_init=args.allow_random_init)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TileWarning)
-            restorer = Restorer(
-                model,
-                tile=_tile(args.tile),
-                overlap=args.tile_overlap,
-                ensemble=args.ensemble,
-                precision=args.precision,
-                device=args.device,
-                k=args.k,
-                progress=sys.stderr.isatty(),
-                compile=args.compile,
-            )
+        restorer = Restorer(
+            model,
+            tile=_tile(args.tile),
+            overlap=args.tile_overlap,
+            ensemble=args.ensemble,
+            precision=args.precision,
+            device=args.device,
+            k=args.k,
+            progress=sys.stderr.isatty(),
+            compile=args.compile,
+        )
     except (CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from err
-    for note in caught:  # the tile that runs, said as a note; other warnings as Python shows them
-        if issubclass(note.category, TileWarning):
-            print(f"note: {note.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(note.message, note.category, note.filename, note.lineno)
     _k_that_runs(model, args.k, args.model)
     if args.allow_random_init and not model.random_init:
         print(f"note: --allow-random-init: {args.model} has trained weights; they are used", file=sys.stderr)
@@ -1007,10 +1001,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Tile warnings (the tile that runs) as notes; other warnings as Python shows them."""
+    inference = sys.modules.get(
+        "irformers.inference"
+    )  # loaded by whatever raised one; torch not imported here
+    if inference is not None and issubclass(category, inference.TileWarning):
+        print(f"note: {message}", file=sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except (UsageError, DatasetError) as err:
         print(f"irformers {args.command}: {err}", file=sys.stderr)
         return BAD_USAGE

@@ -441,13 +441,15 @@ class Restorer:
         self.tile, self.overlap, self.memory_mb = tile, overlap, memory_mb
         self.ensemble, self.progress = ensemble, progress
         plan_tiles(model, 1 << 30, 1 << 30, tile, overlap, memory_mb, self.device)  # options fail early
+        self.seam_note: str | None = None  # warned when an image first runs in tiles that cannot overlap
         if isinstance(tile, int) and tile > 0:
             self.tile = self._settle_tile(tile, overlap)
         self.last_plan: tuple[int, int] | None = None
 
     def _settle_tile(self, tile: int, overlap: int | None) -> int:
         """The tile that runs, rounded to the model's grid (so reports can name it); a `TileWarning` says
-        when it is not the one asked, or when it is too small to overlap its neighbours (seams)."""
+        when it is not the one asked, and another, once an image is tiled, when it is too small to overlap
+        its neighbours (seams)."""
         grid = self.model.descriptor.tile_multiple
         side = max(tile, grid) + 1  # an image larger than the rounded tile is tiled
         ran, ran_overlap = plan_tiles(self.model, side, side, tile, overlap)
@@ -456,11 +458,9 @@ class Restorer:
                 f"tile {tile} runs as {ran} (tiles are multiples of {grid} px here)", TileWarning, 3
             )
         if ran_overlap == 0 and overlap is None:  # not when no overlap was asked for
-            warnings.warn(
+            self.seam_note = (
                 f"{ran}-pixel tiles cannot overlap (their starts are multiples of {grid} px), so seams may "
-                f"show; a tile of {2 * grid} or more overlaps them",
-                TileWarning,
-                3,
+                f"show; a tile of {2 * grid} or more overlaps them"
             )
         return ran
 
@@ -493,6 +493,9 @@ class Restorer:
         fn = self_ensemble(self._forward, self.desc.bayer_input) if self.ensemble else self._forward
         plan = plan_tiles(self.model, *x.shape[-2:], self.tile, self.overlap, self.memory_mb, self.device)
         self.last_plan = plan  # (tile, overlap) or None: what reports say ran
+        if plan is not None and self.seam_note:
+            warnings.warn(self.seam_note, TileWarning, 3)  # past inference_mode's wrapper: the caller
+            self.seam_note = None
         if plan is None:
             y = fn(x)
         else:
