@@ -270,6 +270,18 @@ def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path, capsys):
     assert epochs == [round(draws / 5, 3) for draws in (2, 4, 6, 7, 8)]  # 5 training images
 
 
+def test_a_resumed_run_log_drops_what_the_killed_session_logged_past_its_state(tmp_path):
+    """After a SIGKILL, steps logged after the last checkpoint stood twice in log.jsonl."""
+    _train(_raw_config(tmp_path, val={"sets": []}, run={"stop_at": 3}))
+    log = tmp_path / "runs" / "run" / "log.jsonl"
+    killed = [json.dumps({"kind": "train", "step": s, "loss": 9.0}) for s in (4, 5)]
+    log.write_text(log.read_text() + "\n".join(killed) + '\n{"kind": "tra')  # cut off mid-line
+    _train(_raw_config(tmp_path, val={"sets": []}))
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert 9.0 not in [r["loss"] for r in records if r["kind"] == "train"]
+
+
 def test_sigkill_during_training_leaves_a_loadable_checkpoint(tmp_path):
     raw = _raw_config(tmp_path, "killed", train={"steps": 100_000}, val={"sets": []}, checkpoint={"every": 1})
     (tmp_path / "kill.yaml").write_text(json.dumps(raw))

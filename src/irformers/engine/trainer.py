@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset
-from irformers.data.io import TEMP_GLOB
+from irformers.data.io import TEMP_GLOB, atomic_write
 from irformers.data.pipelines import PatchDataset, draws_before, find_items, make_loader
 from irformers.engine import distributed
 from irformers.engine.checkpoint import (
@@ -285,6 +285,22 @@ def weights_digest(model: nn.Module) -> str:
 # --------------------------------------------------------------------------- logging
 
 
+def _drop_records_after(path: Path, step: int) -> None:
+    """A resumed run's log keeps what led to its state: records past it (a killed session's last steps,
+    a line cut off mid-write) would otherwise stand twice, and differently, beside the rerun's."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
 class RunLog:
     """JSON lines (and optionally TensorBoard) on rank 0; a progress bar or plain lines on stderr."""
 
@@ -297,6 +313,8 @@ class RunLog:
         self.bar = None
         if not enabled:
             return
+        if append:
+            _drop_records_after(run_dir / LOG_FILE, start)
         self.file = (run_dir / LOG_FILE).open("a" if append else "w")  # a fresh run starts a fresh log
         if cfg.log.tensorboard:
             self.writer = _tensorboard_writer()(str(run_dir / "tensorboard"))
