@@ -515,6 +515,11 @@ class Restorer:
 def restore(image: np.ndarray, model: nn.Module, **options) -> np.ndarray:
     """Restore one float32 H x W (x C) image in [0, 1] (uint8/uint16 are scaled to it); options as
     ``Restorer`` (tile, overlap, ensemble, precision, device, k, memory_mb, progress, compile)."""
+    if not isinstance(image, np.ndarray):  # a tensor failed inside numpy ("Cannot interpret 'torch.float32'")
+        raise TypeError(
+            f"restore takes a numpy array (H x W x C), not {type(image).__name__}; a tensor: "
+            f"t.permute(1, 2, 0).cpu().numpy(), or call the model itself"
+        )
     if image.dtype in (np.uint8, np.uint16):
         image = image.astype(np.float32) / np.iinfo(image.dtype).max
     elif not np.issubdtype(image.dtype, np.floating):
