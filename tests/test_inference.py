@@ -236,7 +236,7 @@ def test_integer_pixels_are_scaled_by_restore_and_refused_by_restorer():
     toy = Toy(lambda x: x)
     img = np.full((8, 8, 3), 255, np.uint8)
     assert np.allclose(irformers.restore(img, toy, tile="none", device="cpu"), 1.0)
-    with pytest.raises(TypeError, match="restore takes a numpy array .H x W x C., not Tensor"):
+    with pytest.raises(TypeError, match=r"restore takes a numpy array \(H x W x C\), not Tensor"):
         irformers.restore(torch.zeros(3, 8, 8), toy, device="cpu")  # numpy's own error named a dtype
     for bad, call in ((img, Restorer(toy, tile="none", device="cpu")), (img.astype(np.int32), None)):
         with pytest.raises(ValueError, match=f"^{bad.dtype} pixels: "):
