@@ -229,7 +229,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     names = args.dataset.split(",") if args.dataset else benchmark_sets(args.task, model_gray, args.data_root)
     results, failed = [], 0
     for name in [d for d in names if d]:
-        set_gray = args.task in ("denoise", "jpeg", "demosaic") and _set_is_gray(name, args.data_root)
+        gray_task = args.task in ("denoise", "jpeg", "demosaic") and not model_gray  # a gray model's set: any
+        set_gray = gray_task and _set_is_gray(name, args.data_root)
         if set_gray and args.task == "demosaic":  # a mosaic of gray is no test
             raise UsageError(f"--dataset {name}: its images are gray; demosaicking restores color images")
         if set_gray and model is not None and not model_gray:  # three equal channels, each its own noise
