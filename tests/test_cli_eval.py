@@ -469,7 +469,7 @@ def test_gray_pairs_from_color_files_are_read_as_training_reads_them(capsys, tmp
     assert "input/a.png: 12x16, 1 channel(s) does not match its target 16x16, 1 channel(s)" in err
 
 
-def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_root):
+def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_root, tmp_path):
     for argv, problem in [
         (["--task", "jpeg", "--quality", "200", "--dataset", "Classic5"], "JPEG qualities are 1-100"),
         (["--task", "denoise", "--sigma", "-5", "--dataset", "Set12"], "noise levels are 0-255"),
@@ -505,6 +505,12 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
     ]
     assert main([*argv, "--data-root", str(data_root)]) == 2
     assert "Set12: its images are gray, and hiir-t-denoise-color is a color model" in capsys.readouterr().err
+
+    # an unwritable --save-dir is refused before any image runs (each image was scored, then failed)
+    (tmp_path / "file").write_bytes(b"")
+    argv = ["test", "--model", "identity", "--task", "denoise", "--sigma", "5", "--dataset", "Set12"]
+    assert main([*argv, "--data-root", str(data_root), "--save-dir", str(tmp_path / "file" / "out")]) == 2
+    assert f"--save-dir cannot be created ({tmp_path / 'file'} is a file)" in capsys.readouterr().err
     assert (
         main(["degrade", "--task", "jpeg", "--quality", "500", str(data_root / "Set5" / "HR"), "/nowhere"])
         == 2

@@ -66,9 +66,7 @@ class Toy(nn.Module):
     def __init__(self, fn, scale=1, channels=(3, 3), multiple=8):
         super().__init__()
         self.fn = fn
-        self.descriptor = ModelDescriptor(
-            "toy", "sr" if scale > 1 else "denoise", scale, *channels, multiple, tile_multiple=multiple
-        )
+        self.descriptor = ModelDescriptor("toy", "sr" if scale > 1 else "denoise", scale, *channels, multiple)
         self.config = {"dim": 8}
 
     def forward(self, x):

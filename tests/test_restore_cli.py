@@ -209,6 +209,8 @@ def test_a_tile_is_rounded_to_the_grid_and_one_too_small_to_overlap_is_named(tmp
     assert "whole images)" in capsys.readouterr().out  # it said "tile 2000000" for one pass
     assert main([*argv, "--ensemble", "--k", "16", "--suffix", "_f"]) == 0  # named, as test's rows name them
     assert "(cpu, float32, ensemble, k 16, whole images)" in capsys.readouterr().out
+    assert main([*argv, "--k", "1000", "--suffix", "_g"]) == 0  # the k that ran: 8 x 8 windows hold 64
+    assert "(cpu, float32, k 64, whole images)" in capsys.readouterr().out
     assert main([*argv, "--tile", "16", "--tile-overlap", "16", "--suffix", "_c"]) == 2
     assert "--tile-overlap 16 leaves no stride in a 16-pixel tile" in _one_error_line(capsys)
 

@@ -183,11 +183,15 @@ def test_choose_backend():
     assert choose_backend(4096, 2048, backward=True, device=cpu, **big) == over_budget
     cuda = torch.device("cuda")
     assert choose_backend(4096, 2048, backward=True, device=cuda, **big) == "mask"  # gather: 10x the memory
-    assert choose_backend(4096, 32, backward=True, device=cuda, **big) == "gather"  # k < 1.5 h N / C
+    assert choose_backend(4096, 32, backward=True, device=cuda, **big) == "gather"  # k < 3hN / (2C + 3h)
     # SemanIR-S's paper recipe on a GPU (16 windows of 1024 tokens): gather would keep 1.3x / 10x the memory
     paper = {**big, "batch": 16}
     assert choose_backend(1024, 64, backward=True, device=cuda, **paper) == "mask"
     assert choose_backend(1024, 512, backward=True, device=cuda, **paper) == "mask"
+    assert [choose_backend(1024, k, backward=True, device=cuda, **paper) for k in (48, 49)] == [
+        "gather",
+        "mask",
+    ]
 
 
 def test_bad_backend_and_options_are_reported():

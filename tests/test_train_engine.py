@@ -275,7 +275,8 @@ def test_a_resumed_run_log_drops_what_the_killed_session_logged_past_its_state(t
     _train(_raw_config(tmp_path, val={"sets": []}, run={"stop_at": 3}))
     log = tmp_path / "runs" / "run" / "log.jsonl"
     killed = [json.dumps({"kind": "train", "step": s, "loss": 9.0}) for s in (4, 5)]
-    log.write_text(log.read_text() + "\n".join(killed) + '\n{"kind": "tra')  # cut off mid-line
+    odd = ["[1, 2]", "3", '"text"', '{"kind": "x", "step": null}']  # no records of ours: dropped, no crash
+    log.write_text(log.read_text() + "\n".join(killed + odd) + '\n{"kind": "tra')  # cut off mid-line
     _train(_raw_config(tmp_path, val={"sets": []}))
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]

@@ -133,7 +133,7 @@ def _load_model(args: argparse.Namespace):
         )
     except (CheckpointError, ValueError) as err:
         raise UsageError(str(err)) from err
-    _k_that_runs(model, args.k, args.model)
+    args.k = _k_that_runs(model, args.k, args.model)  # what reports name: the k that ran
     if args.allow_random_init and not model.random_init:
         print(f"note: --allow-random-init: {args.model} has trained weights; they are used", file=sys.stderr)
     if model.random_init:
@@ -213,6 +213,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     from irformers.inference import model_label
 
     _check_levels(args)
+    if args.save_dir:
+        _check_output_folder(Path(args.save_dir), "--save-dir")
     model = restorer = model_gray = None
     scales = _numbers(args.scale, int)
     label, params_m = args.model, None
@@ -944,7 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gray",
         action="store_true",
-        help="gray images; color files read as gray as `test` reads them (default: gray when the files are)",
+        help="gray images; color files read as gray as `test` reads them (default for denoise/jpeg: gray "
+        "when the files are)",
     )
     p.add_argument("indir")
     p.add_argument("outdir")
@@ -1002,25 +1005,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Tile warnings (the tile that runs) as notes; other warnings as Python shows them."""
-    inference = sys.modules.get(
-        "irformers.inference"
-    )  # loaded by whatever raised one; torch not imported here
-    if inference is not None and issubclass(category, inference.TileWarning):
-        print(f"note: {message}", file=sys.stderr)
-    else:
-        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+def _notes_for_tile_warnings(show: Callable) -> Callable:
+    """A `warnings.showwarning` that prints tile warnings (the tile that runs) as notes and passes the
+    others to `show`, the hook in place when the command started."""
 
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        inference = sys.modules.get("irformers.inference")  # loaded by whatever raised one: no torch import
+        if inference is not None and issubclass(category, inference.TileWarning):
+            print(f"note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
 
-_PYTHON_SHOWWARNING = warnings.showwarning
+    return show_warning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        show = warnings.showwarning
         with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
+            warnings.showwarning = _notes_for_tile_warnings(show)
             return args.func(args)
     except (UsageError, DatasetError) as err:
         print(f"irformers {args.command}: {err}", file=sys.stderr)

@@ -233,6 +233,7 @@ def evaluate(
         "metric_on": "y" if deg.score_on_y else ("gray" if deg.gray else "rgb"),
         "crop": deg.crop,
         **means,
+        "images": len(dataset.samples),
         "per_image": per_image,
         "failed": failed,
         "seconds": round(time.perf_counter() - start, 3),
@@ -250,7 +251,7 @@ def format_table(results: list[dict]) -> str:
             "jpeg": f"q{r['quality']}",
         }.get(r["task"], "")
         key = (r["model"], r["task"] + (" gray" if r["gray"] else ""), level)
-        scored, total = len(r["per_image"]), len(r["per_image"]) + len(r["failed"])
+        scored, total = len(r["per_image"]), r["images"]  # an image whose output failed to save is scored
         cell = f"{r['psnr']:.2f}/{r['ssim']:.4f}" if scored else f"none of {total} images scored"
         if "psnr_b" in r and scored:
             cell += f" ({r['psnr_b']:.2f})"

@@ -104,7 +104,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + gradient scaler)
     ema_decay: float = 0.999  # 0 = no EMA; weights files then hold the raw weights
     grad_checkpointing: bool = False  # recompute each stage in the backward pass (less memory)
-    init: str | None = None  # start from these weights (x3/x4 from x2); tensors that do not fit are skipped
+    init: str | None = None  # start from these weights, or a shipped model's (x3/x4 from x2); misfits skipped
 
 
 @dataclass

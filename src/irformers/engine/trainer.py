@@ -296,7 +296,8 @@ def _drop_records_after(path: Path, step: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if record.get("step", 0) <= step:
+        at = record.get("step", 0) if isinstance(record, dict) else None
+        if isinstance(at, int) and at <= step:  # anything else is no record of ours
             kept.append(line + "\n")
     atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 

@@ -20,10 +20,15 @@ class ModelDescriptor:
     in_channels: int
     out_channels: int
     size_multiple: int
-    tile_multiple: int  # tile sizes and starts: the size multiple, or a U-Net's coarsest window grid
     dtypes: tuple[str, ...] = DTYPES
     supports_k: bool = False  # model(x, k=...) trades accuracy for speed at run time
     window_tokens: int | None = None  # with supports_k: the most keys a query can have (a larger k is all)
+    tile_multiple: int = 0  # tile sizes and starts: a U-Net's coarsest window grid; 0: the size multiple
+
+    def __post_init__(self) -> None:
+        if not self.tile_multiple:
+            object.__setattr__(self, "tile_multiple", self.size_multiple)
+
     fp16_safe: bool = False  # float16 inference checked to stay close to float32
     bayer_input: bool = False  # an RGGB mosaic in: a flip would shift its colour phase
 

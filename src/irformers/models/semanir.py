@@ -307,8 +307,9 @@ def choose_backend(
     dense path (what the paper trains with), which in inference runs windows in chunks under the budget;
     with autograd every chunk's scores are kept, so a sparse path takes over when they would not fit
     `memory_bytes`: fused on CPU (3-4x faster than gather there, with a fifteenth of its memory), else
-    gather, but only where it keeps less for the backward pass: its gathered keys and values (2 k C per
-    query) outgrow the dense scores (3 h N) once k > 1.5 h N / C, 51 at SemanIR-S's N = 1024. On GPU the
+    gather, but only where it keeps less for the backward pass: its gathered keys and values and k scores
+    (k (2C + 3h) per query) outgrow the dense scores (3 h N) once k > 3hN / (2C + 3h), 48 at SemanIR-S's
+    N = 1024. On GPU the
     dense kernels are used (no fused kernel measured there).
     """
     if k >= n:
@@ -517,7 +518,7 @@ class SemanIR(FramedModel):
         draw = self.config["random_k"]
         if draw not in ("fit", "clamp"):
             raise ValueError(f"semanir config: random_k must be 'fit' or 'clamp', got {draw!r}")
-        tokens = int(self.config["window_size"]) ** 2
+        tokens = self.descriptor.window_tokens
         if draw == "fit":
             choices = tuple(c for c in RANDOM_K_CHOICES if c <= tokens) or (tokens,)
         else:  # a dense window as often as the choices above it
