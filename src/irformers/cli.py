@@ -775,8 +775,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from irformers import profiling
+    from irformers.devices import resolve_device
     from irformers.engine.checkpoint import CheckpointError
-    from irformers.inference import PRECISION_DTYPES, load_model, resolve_device
+    from irformers.inference import PRECISION_DTYPES, load_model
     from irformers.models.semanir import BACKENDS
 
     if args.precision not in PRECISION_DTYPES:

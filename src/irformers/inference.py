@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from irformers.data.io import InputError
+from irformers.devices import resolve_device
 from irformers.engine.checkpoint import (
     WEIGHTS_FILE,
     WEIGHTS_SUFFIXES,
@@ -177,27 +178,6 @@ def model_label(model: nn.Module, spec: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------- device and precision
-
-
-def resolve_device(device: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
-    """`auto`: the GPU when CUDA is available, else the CPU; a bare `cuda` is GPU `local_rank` (torchrun's).
-
-    A device this machine lacks, or a string that names none, is a ValueError of one line.
-    """
-    spec = "auto" if device is None else device
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ValueError(f"'{spec}' is not a device (auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        device = torch.device("cuda", local_rank if device.index is None else device.index)
-        if device.index >= count:
-            found = f"{count} CUDA device(s)" if count else "no CUDA device"
-            raise ValueError(f"'{spec}' needs {device}, but this machine has {found}")
-    return device
 
 
 def resolve_precision(precision: str, device: torch.device, model: nn.Module) -> torch.dtype:

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from irformers.devices import resolve_device
+
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
@@ -159,9 +161,7 @@ def profile_model(
     """
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
-    from irformers.inference import resolve_device  # "auto" as everywhere else
-
-    device = resolve_device(device)
+    device = resolve_device(device)  # "auto" as everywhere else
     model = model.to(device).eval()
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)  # a private generator
     net = torch.compile(model) if compile else model

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from irformers.data.io import atomic_write, error_line
+from irformers.devices import resolve_device
 
 METADATA_KEY = "irformers"
 WEIGHTS_FILE = "model.safetensors"  # a training run's weights, in its run folder
@@ -217,9 +218,7 @@ def model_from_file(path: str | Path, device: str | torch.device = "cpu") -> nn.
             f"{path}: no irformers config in its metadata; build the model by preset name "
             f"and load the file into it (foreign weights)"
         )
-    from irformers.inference import resolve_device  # "auto", and a GPU this machine lacks, in one line
-
-    try:
+    try:  # "auto", and a GPU this machine lacks, in one line
         device = resolve_device(device)
     except ValueError as err:
         raise CheckpointError(f"device: {err}") from None

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from irformers.devices import resolve_device
 from irformers.engine.config import ConfigError
-from irformers.inference import resolve_device
 
 
 @dataclass(frozen=True)
