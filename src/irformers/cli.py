@@ -4,6 +4,7 @@ interrupted (Ctrl-C)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -201,6 +202,21 @@ def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:
     return scales
 
 
+def _tested_gray(name: str, args: argparse.Namespace, model, model_gray: bool) -> bool:
+    """Whether set `name` is tested gray: a model's channels decide, a pseudo-model's --gray or the set's
+    files. Refuses a set whose gray images make no test of the model (demosaicking, a color model)."""
+    gray_task = args.task in ("denoise", "jpeg", "demosaic") and not model_gray  # a gray model's set: any
+    set_gray = gray_task and _set_is_gray(name, args.data_root)
+    if set_gray and args.task == "demosaic":  # a mosaic of gray is no test
+        raise UsageError(f"--dataset {name}: its images are gray; demosaicking restores color images")
+    if set_gray and model is not None:  # three equal channels, each its own noise
+        raise UsageError(
+            f"--dataset {name}: its images are gray, and {args.model} is a color model (three copies "
+            f"of a gray image would score it higher than a color test); use a color set"
+        )
+    return model_gray if model is not None else args.gray or set_gray
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from irformers.evaluate import (
         PSEUDO_MODELS,
@@ -229,44 +245,28 @@ def cmd_test(args: argparse.Namespace) -> int:
         if args.gray and not model_gray:
             raise UsageError(f"--gray: {args.model} is not a gray {args.task} model")
     names = args.dataset.split(",") if args.dataset else benchmark_sets(args.task, model_gray, args.data_root)
+    grays = {name: _tested_gray(name, args, model, model_gray) for name in names if name}  # refusals first
+    levels = itertools.product(scales, _numbers(args.sigma, float), _numbers(args.quality, int))
     results, failed = [], 0
-    for name in [d for d in names if d]:
-        gray_task = args.task in ("denoise", "jpeg", "demosaic") and not model_gray  # a gray model's set: any
-        set_gray = gray_task and _set_is_gray(name, args.data_root)
-        if set_gray and args.task == "demosaic":  # a mosaic of gray is no test
-            raise UsageError(f"--dataset {name}: its images are gray; demosaicking restores color images")
-        if set_gray and model is not None and not model_gray:  # three equal channels, each its own noise
-            raise UsageError(
-                f"--dataset {name}: its images are gray, and {args.model} is a color model (three copies "
-                f"of a gray image would score it higher than a color test); use a color set"
+    for name, (scale, sigma, quality) in itertools.product(grays, list(levels)):
+        try:
+            deg = Degradation(
+                args.task, scale=scale or 1, sigma=sigma, quality=quality, gray=grays[name], y=args.y
             )
-        gray = model_gray  # a model's channels decide; a pseudo-model's, --gray or the set's files
-        if model is None:
-            gray = args.gray or set_gray
-        for scale in scales:
-            for sigma in _numbers(args.sigma, float):
-                for quality in _numbers(args.quality, int):
-                    try:
-                        deg = Degradation(
-                            args.task, scale=scale or 1, sigma=sigma, quality=quality, gray=gray, y=args.y
-                        )
-                        run = restorer or pseudo_model(args.model, deg)
-                    except ValueError as err:
-                        raise UsageError(str(err)) from err
-                    dataset = find_dataset(
-                        name, args.data_root, scale=deg.scale if deg.task == "sr" else None
-                    )
-                    result = evaluate(
-                        run,
-                        dataset,
-                        deg,
-                        model_name=label,
-                        params_m=params_m,
-                        save_dir=Path(args.save_dir) if args.save_dir else None,
-                        progress=_progress(not args.json and sys.stderr.isatty(), f"{name} {deg.label}"),
-                    )
-                    failed += len(result["failed"])
-                    results.append(result)
+            run = restorer or pseudo_model(args.model, deg)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+        result = evaluate(
+            run,
+            find_dataset(name, args.data_root, scale=deg.scale if deg.task == "sr" else None),
+            deg,
+            model_name=label,
+            params_m=params_m,
+            save_dir=Path(args.save_dir) if args.save_dir else None,
+            progress=_progress(not args.json and sys.stderr.isatty(), f"{name} {deg.label}"),
+        )
+        failed += len(result["failed"])
+        results.append(result)
     if args.json:
         _print_json(results[0] if len(results) == 1 else results)
     else:
