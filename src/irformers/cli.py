@@ -771,6 +771,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_bench_options(
+    args: argparse.Namespace, precisions: Iterable[str], backends: Iterable[str]
+) -> None:
+    if args.precision not in precisions:
+        raise UsageError(f"--precision {args.precision}: choose from {', '.join(precisions)}")
+    if args.backend is not None and args.backend not in backends:
+        raise UsageError(f"--backend {args.backend}: choose from {', '.join(backends)}")
+    for option, least in (("size", 1), ("batch", 1), ("repeat", 1), ("warmup", 0), ("threads", 1)):
+        value = getattr(args, option)
+        if value is not None and value < least:
+            raise UsageError(f"--{option} {value}: must be at least {least}")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -780,14 +793,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from irformers.inference import PRECISION_DTYPES, load_model
     from irformers.models.semanir import BACKENDS
 
-    if args.precision not in PRECISION_DTYPES:
-        raise UsageError(f"--precision {args.precision}: choose from {', '.join(PRECISION_DTYPES)}")
-    if args.backend is not None and args.backend not in BACKENDS:
-        raise UsageError(f"--backend {args.backend}: choose from {', '.join(BACKENDS)}")
-    for option, least in (("size", 1), ("batch", 1), ("repeat", 1), ("warmup", 0), ("threads", 1)):
-        value = getattr(args, option)
-        if value is not None and value < least:
-            raise UsageError(f"--{option} {value}: must be at least {least}")
+    _check_bench_options(args, PRECISION_DTYPES, BACKENDS)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -845,6 +851,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    _print_bench_table(rows, peak, profiling.machine_info(device, dtype), args)
+    return 0
+
+
+def _print_bench_table(rows: list[dict], peak: float | None, machine: dict, args: argparse.Namespace) -> None:
     print(
         f"{'model':32s} {'input':>16s} {'k':>4s} {'params (M)':>10s} {'GMACs':>8s} {'median ms':>10s} "
         f"{'peak MiB':>9s} {'GFLOP/s':>8s}" + (f" {'of peak':>7s}" if peak else "")
@@ -856,13 +867,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{r['params'] / 1e6:>10.3f} {r['macs'] / 1e9:>8.2f} {r['median_ms']:>10.1f} {peak_mb:>9s} "
             f"{r['gflops']:>8.1f}" + (f" {r['matmul_peak_fraction']:>7.0%}" if peak else "")
         )
-    m = profiling.machine_info(device, dtype)  # what a quoted figure must state beside it
+    m = machine  # what a quoted figure must state beside it
     print(
         f"{m.get('gpu', m['cpu'])} ({m['device']}), {m['threads']} CPU threads, {m['dtype']}, "
         f"median of {args.repeat}{', torch.compile' if args.compile else ''}; MACs = FLOPs / 2"
         + (f"; matmul peak ({args.precision}): {peak:.1f} GFLOP/s" if peak else "")
     )
-    return 0
 
 
 def _add_inference_options(p: argparse.ArgumentParser, precision: str) -> None:
