@@ -33,12 +33,14 @@ train() {  # recipe name, extra overrides...
   $PY -m irformers train "configs/zoo-gpu-$m.yaml" run.device="$DEVICE" run.out_dir="$RUNS" "${EXTRA[@]}" "$@"
 }
 
+pids=()
 for m in "${MODELS[@]}"; do  # the probe, side by side as the real runs will be; its last third is timed
   train "$m" train.steps="$PROBE_STEPS" log.every=$((PROBE_STEPS / 3)) checkpoint.every="$PROBE_STEPS" \
     train.warmup_steps=0 val.sets=[] run.resume=never \
     run.name="probe-$m" >"$OUT/$m.out" 2>&1 &
+  pids+=($!)
 done
-wait
+for pid in "${pids[@]}"; do wait "$pid"; done  # a failed probe stops the round (set -e), its .out says why
 
 for m in "${MODELS[@]}"; do
   steps=$($PY - "$RUNS/probe-$m" "$BUDGET_S" <<'EOF'
@@ -50,9 +52,11 @@ print(max(200, int(0.9 * budget * rate / batch)))  # 10% for the checkpoints and
 EOF
 )
   echo "$m: $steps steps" | tee -a "$OUT/$m.out"
-  train "$m" train.steps="$steps" >>"$OUT/$m.out" 2>&1 &
+  # never: a run folder left by an earlier round would be resumed (or found finished) instead
+  train "$m" train.steps="$steps" run.resume=never >>"$OUT/$m.out" 2>&1 &
+  pids+=($!)
 done
-wait
+for pid in "${pids[@]:${#MODELS[@]}}"; do wait "$pid"; done  # a failed run is not scored as if it finished
 
 for m in "${MODELS[@]}"; do
   cp "$RUNS/zoo-gpu-$m/model.safetensors" "$OUT/$m.safetensors"

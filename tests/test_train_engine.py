@@ -84,6 +84,49 @@ def _state(tmp_path: Path, name: str) -> dict:
     return load_training_state(tmp_path / "runs" / name / "train_state.pt")
 
 
+def test_a_run_resumed_in_fp16_starts_its_gradient_scaler(tmp_path):
+    """An fp32 run's state holds an empty scaler state, which an fp16 scaler refused to load."""
+    _train(_raw_config(tmp_path, val={"sets": []}, run={"stop_at": 3}))
+    summary = _train(_raw_config(tmp_path, val={"sets": []}, train={"precision": "fp16"}))
+    assert summary["steps"] == 6 and _state(tmp_path, "run")["scaler"]  # now a scaler's state
+
+
+def test_an_indexed_gpu_under_torchrun_is_refused():
+    """cuda:0 put every rank on GPU 0 (NCCL then fails on a duplicate GPU)."""
+    from irformers.engine.distributed import DistInfo, pick_device
+
+    with pytest.raises(
+        ConfigError, match=r"run\.device: cuda:0 under torchrun puts every process on one GPU"
+    ):
+        pick_device("cuda:0", DistInfo(rank=1, world_size=2, local_rank=1))
+
+
+def test_bf16_counts_as_supported_on_ampere_and_later_only(monkeypatch):
+    """torch's is_bf16_supported() says yes for the emulated bf16 of pre-Ampere GPUs (V100, T4)."""
+    from irformers.devices import native_bf16
+
+    for capability, native in (((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
+        assert native_bf16(torch.device("cuda", 0)) is native
+
+
+def test_rng_state_keeps_this_process_gpu_only(monkeypatch):
+    """A state holding all of 8 GPUs' RNG states failed (IndexError) where fewer were visible."""
+    from irformers.engine.trainer import rng_state, set_rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.tensor([7], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
+    state = rng_state()
+    assert len(state["cuda"]) == 1
+    set_rng_state(
+        {**state, "cuda": [torch.tensor([i], dtype=torch.uint8) for i in range(8)]}
+    )  # an older state
+    set_rng_state(state)
+    assert [int(t) for t in restored] == [0, 7]
+
+
 def test_a_finished_run_rerun_reports_the_time_it_took(tmp_path, monkeypatch):
     """A no-op rerun said 14 s for a run that had taken 20: the state's time left out the last validation."""
     validate = Trainer._validate

@@ -24,3 +24,9 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
             found = f"{count} CUDA device(s)" if count else "no CUDA device"
             raise ValueError(f"'{spec}' needs {device}, but this machine has {found}")
     return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether a CUDA device computes in bfloat16 natively (Ampere on); torch's own check also says
+    yes for the slow emulation of older GPUs, and asks about the current device, not this one."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)

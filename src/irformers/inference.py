@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from irformers.data.io import InputError
-from irformers.devices import resolve_device
+from irformers.devices import native_bf16, resolve_device
 from irformers.engine.checkpoint import (
     WEIGHTS_FILE,
     WEIGHTS_SUFFIXES,
@@ -187,7 +187,7 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module) ->
         raise ValueError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     desc = model.descriptor
     if precision == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported() and "bfloat16" in desc.dtypes
+        bf16 = device.type == "cuda" and native_bf16(device) and "bfloat16" in desc.dtypes
         return torch.bfloat16 if bf16 else torch.float32
     dtype = PRECISION_DTYPES[precision]
     if str(dtype).removeprefix("torch.") not in desc.dtypes:
@@ -203,8 +203,8 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module) ->
                 f"bf16 is the safe reduced precision",
                 stacklevel=2,
             )
-    elif dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("--precision bf16: this CUDA device does not support bfloat16")
+    elif dtype == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
+        raise ValueError("--precision bf16: this CUDA device has no native bfloat16 (before Ampere)")
     return dtype
 
 
@@ -234,7 +234,9 @@ def bytes_per_pixel(model: nn.Module) -> float:
 def memory_budget_mb(device: torch.device) -> float:
     """What `tile="auto"` lets one forward pass use: half the free GPU memory, or `CPU_MEMORY_MB`."""
     if device.type == "cuda":
-        return 0.5 * torch.cuda.mem_get_info(device)[0] / 2**20
+        free = torch.cuda.mem_get_info(device)[0]  # what PyTorch holds cached but unused is free to it
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return 0.5 * free / 2**20
     return CPU_MEMORY_MB
 
 

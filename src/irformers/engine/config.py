@@ -31,7 +31,7 @@ class RunConfig:
     name: str = "run"
     out_dir: str = "runs"  # the run folder is out_dir/name
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: each rank's local GPU)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun auto/cuda: each rank's local GPU)
     threads: int = 0  # torch CPU threads per process; 0 keeps torch's default
     resume: str = "auto"  # auto: continue the run folder's state if any | never | a run folder or state file
     stop_at: int | None = None  # end this session after this step (a later run resumes), e.g. time slots

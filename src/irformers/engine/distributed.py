@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from irformers.devices import resolve_device
 from irformers.engine.config import ConfigError
+
+COLLECTIVE_TIMEOUT = timedelta(hours=2)  # how long ranks wait for each other, e.g. for rank 0's validation
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ def env_info() -> DistInfo:
 
 def pick_device(preference: str, info: DistInfo) -> torch.device:
     """`auto`: this rank's local GPU when CUDA is available, else the CPU."""
+    if info.world_size > 1 and preference.startswith("cuda:"):  # every rank would take that one GPU
+        raise ConfigError(
+            f"run.device: {preference} under torchrun puts every process on one GPU; use cuda (each "
+            f"process takes its local rank's GPU) and CUDA_VISIBLE_DEVICES to choose the GPUs"
+        )
     try:
         device = resolve_device(preference, local_rank=info.local_rank)
     except ValueError as err:
@@ -63,7 +71,11 @@ def init(info: DistInfo, device: torch.device) -> None:
 
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, **kwargs)
+        # the other ranks wait at a barrier while rank 0 validates: NCCL's default 10 minutes would
+        # abort a job whose validation sets take longer
+        dist.init_process_group(
+            backend, rank=info.rank, world_size=info.world_size, timeout=COLLECTIVE_TIMEOUT, **kwargs
+        )
 
 
 def shutdown() -> None:

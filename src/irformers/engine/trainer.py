@@ -254,7 +254,8 @@ def rng_state() -> dict:
             "gauss": float(np_state["gauss"]),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # this process's GPU only: a run resumed where fewer GPUs are visible restores it all the same
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
 
 
@@ -269,8 +270,8 @@ def set_rng_state(state: dict) -> None:
         }
     )
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and torch.cuda.is_available():  # states from before kept every GPU's: the first
+        torch.cuda.set_rng_state(state["cuda"][0])
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -757,7 +758,8 @@ class Trainer:
         if self.ema is not None and state["ema"] is not None:
             self.ema.module.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # a disabled scaler (fp32/bf16) saved {}: a run resumed in fp16 starts one
+            self.scaler.load_state_dict(state["scaler"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.validation = state.get("validation", {})
         data = state.get("data", {})
