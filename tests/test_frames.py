@@ -65,6 +65,10 @@ def test_relative_coords_table_values():
     assert table[7].tolist() == pytest.approx([0.0, 0.0])  # centre entry: zero offset
     assert table[8].tolist() == pytest.approx([0.0, row(4)])
     assert relative_coords_table((1, 1)).tolist() == [[0.0, 0.0]]
+    # made once per device and kept there: copied from the CPU per layer and step, it stalled a GPU
+    meta = torch.device("meta")
+    assert relative_coords_table((2, 3), meta).device == meta
+    assert relative_coords_table((2, 3), meta) is relative_coords_table((2, 3), meta)
 
 
 def test_relative_position_index_brute_force():

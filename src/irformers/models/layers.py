@@ -108,7 +108,7 @@ def shape_cache(maxsize: int = 256) -> Callable[[Callable], Callable]:
 
 
 @shape_cache()
-def relative_coords_table(window: Size2) -> torch.Tensor:
+def relative_coords_table(window: Size2, device: torch.device | None = None) -> torch.Tensor:
     """Log-spaced relative coordinates `((2h-1) * (2w-1), 2)` of a `(h, w)` grid of positions.
 
     Offsets are normalised to +-8, then mapped by sign(x) * log2(|x| + 1) / log2(8), so that the bias
@@ -118,7 +118,8 @@ def relative_coords_table(window: Size2) -> torch.Tensor:
     dy = torch.arange(-(h - 1), h, dtype=torch.float32) / max(h - 1, 1)
     dx = torch.arange(-(w - 1), w, dtype=torch.float32) / max(w - 1, 1)
     table = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2) * 8
-    return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+    # built once per device: copied from the CPU at each training step, it stalled the GPU per layer
+    return (torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)).to(device)
 
 
 @shape_cache()
@@ -159,7 +160,7 @@ class ContinuousPositionBias(nn.Module):
 
     def _table(self, window: Size2) -> torch.Tensor:
         weight = self.mlp[0].weight
-        coords = relative_coords_table(window).to(device=weight.device, dtype=weight.dtype)
+        coords = relative_coords_table(window, weight.device).to(dtype=weight.dtype)
         return 16 * torch.sigmoid(self.mlp(coords)).transpose(0, 1)
 
     def dense(self, window: Size2) -> torch.Tensor:

@@ -32,6 +32,7 @@ from .layers import (
     make_stage_conv,
     pad_to_multiple,
     relative_position_index,
+    shape_cache,
     window_partition,
     window_reverse,
 )
@@ -138,6 +139,12 @@ def build_dictionary(
 # q, k, v: (B', N, h, d), q already scaled; table: (h, T) position bias; returns (B', N, h, d).
 
 
+@shape_cache()
+def _minus_inf(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The masked-out score, made once per device: a new CUDA scalar per layer is a blocking copy."""
+    return torch.tensor(float("-inf"), device=device, dtype=dtype)
+
+
 def mask_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -159,7 +166,7 @@ def mask_attention(
     allowed = dictionary.allowed()  # (B', 1, N, N)
     step = max(1, chunk_bytes // (h * n * n * q.element_size()))
     buffer = None if torch.is_grad_enabled() else dictionary.scratch((min(step, b), h, n, n), q)
-    excluded = bias.new_tensor(float("-inf"))
+    excluded = _minus_inf(bias.device, bias.dtype)
 
     def attend(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
         out = None if buffer is None else buffer[: len(chunk)]
