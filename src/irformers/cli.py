@@ -72,10 +72,6 @@ def _files_are_gray(paths: Iterable[Path]) -> bool:
     return False
 
 
-def _set_is_gray(dataset_name: str, data_root: str | None) -> bool:
-    return _files_are_gray(s.target for s in find_dataset(dataset_name, data_root).samples)
-
-
 def _tile(text: str) -> int | str | None:
     """``--tile``: 'auto', a number of pixels, or one whole-image pass ('none'; 0 as SwinIR spells it)."""
     if text in ("auto", "none"):
@@ -202,19 +198,22 @@ def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:
     return scales
 
 
-def _tested_gray(name: str, args: argparse.Namespace, model, model_gray: bool) -> bool:
-    """Whether set `name` is tested gray: a model's channels decide, a pseudo-model's --gray or the set's
-    files. Refuses a set whose gray images make no test of the model (demosaicking, a color model)."""
+def _degraded_gray(
+    where: str, files: Callable[[], Iterable[Path]], args: argparse.Namespace, model=None, model_gray=False
+) -> bool:
+    """Whether images are degraded gray, for `test` and `degrade` alike: a model's channels decide, else
+    --gray or the files (`files()`, read only where it matters). Refuses gray images that make no test:
+    demosaicking them, or a color model on them."""
     gray_task = args.task in ("denoise", "jpeg", "demosaic") and not model_gray  # a gray model's set: any
-    set_gray = gray_task and _set_is_gray(name, args.data_root)
-    if set_gray and args.task == "demosaic":  # a mosaic of gray is no test
-        raise UsageError(f"--dataset {name}: its images are gray; demosaicking restores color images")
-    if set_gray and model is not None:  # three equal channels, each its own noise
+    files_gray = gray_task and _files_are_gray(files())
+    if files_gray and args.task == "demosaic":  # a mosaic of gray is no test
+        raise UsageError(f"{where}: its images are gray; demosaicking restores color images")
+    if files_gray and model is not None:  # three equal channels, each its own noise
         raise UsageError(
-            f"--dataset {name}: its images are gray, and {args.model} is a color model (three copies "
-            f"of a gray image would score it higher than a color test); use a color set"
+            f"{where}: its images are gray, and {args.model} is a color model (three copies of a gray "
+            f"image would score it higher than a color test); use a color set"
         )
-    return model_gray if model is not None else args.gray or set_gray
+    return model_gray if model is not None else args.gray or files_gray
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -245,7 +244,17 @@ def cmd_test(args: argparse.Namespace) -> int:
         if args.gray and not model_gray:
             raise UsageError(f"--gray: {args.model} is not a gray {args.task} model")
     names = args.dataset.split(",") if args.dataset else benchmark_sets(args.task, model_gray, args.data_root)
-    grays = {name: _tested_gray(name, args, model, model_gray) for name in names if name}  # refusals first
+    grays = {  # every set's refusals before any runs
+        name: _degraded_gray(
+            f"--dataset {name}",
+            lambda name=name: (s.target for s in find_dataset(name, args.data_root).samples),
+            args,
+            model,
+            model_gray,
+        )
+        for name in names
+        if name
+    }
     levels = itertools.product(scales, _numbers(args.sigma, float), _numbers(args.quality, int))
     results, failed = [], 0
     for name, (scale, sigma, quality) in itertools.product(grays, list(levels)):
@@ -571,11 +580,8 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     images = _images_in(indir)
     if not images:
         raise UsageError(f"{indir}: no images in the input folder")
-    # as `test` degrades a set for a pseudo-model: gray when asked or when the folder's files are
-    set_gray = args.task in ("denoise", "jpeg", "demosaic") and _files_are_gray(images)
-    if set_gray and args.task == "demosaic":
-        raise UsageError(f"{indir}: its images are gray; demosaicking restores color images")
-    deg = Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=args.gray or set_gray)
+    gray = _degraded_gray(str(indir), lambda: images, args)  # as `test` degrades a set for a pseudo-model
+    deg = Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=gray)
     failures, claimed = [], _inputs_claimed(images)
     for path in images:
         try:

@@ -40,11 +40,8 @@ from irformers.models import PRESETS, build_model
 from irformers.models.presets import bundled_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-PRECISION_DTYPES = {
-    "fp32": torch.float32,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}  # the explicit precisions
+# the explicit precisions (`descriptor.DTYPES` names what a model supports)
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_MEMORY_MB = 1024  # activation budget for --tile auto on CPU; on CUDA half the free memory
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
