@@ -511,27 +511,8 @@ class Trainer:
             self.resume_state = None  # the optimizer holds its own copies now
         stop = min(t.steps, cfg.run.stop_at or t.steps)
         start = self.step
-        if info.is_main and self.resume_from is not None:  # its run folder holds the recipe it followed
-            listed = recipe_changes(self.resume_from.parent / CONFIG_FILE, cfg)
-            if self.resumed_world != info.world_size:  # each step's draws, the global batch, change too
-                listed.append(f"processes {self.resumed_world} -> {info.world_size}")
-            changes = "; ".join(listed)
-            if changes:
-                print(
-                    f"note: {self.run_dir} resumes at step {start} with a changed recipe: {changes} "
-                    f"(run.resume=never starts afresh)",
-                    file=sys.stderr,
-                )
-        own_state = self.run_dir / STATE_FILE
-        if info.is_main and cfg.run.resume == "never" and own_state.is_file():  # said, not done silently
-            try:
-                was = f"at step {load_training_state(own_state)['step']}"
-            except CheckpointError:
-                was = "unreadable"
-            print(
-                f"note: {self.run_dir}: run.resume=never starts it afresh; its state ({was}) is replaced",
-                file=sys.stderr,
-            )
+        if info.is_main:
+            self._say_what_is_replaced(start)
         if info.is_main and stop > start:  # "nothing to do" keeps the recipe the run was trained with
             save_config(cfg, self.run_dir / CONFIG_FILE)
 
@@ -576,6 +557,31 @@ class Trainer:
         finally:
             log.close()
         return summary
+
+    def _say_what_is_replaced(self, start: int) -> None:
+        """A resumed run's changed recipe, or a state that run.resume=never overwrites: said, not silent."""
+        cfg = self.cfg
+        if self.resume_from is not None:  # its run folder holds the recipe it followed
+            listed = recipe_changes(self.resume_from.parent / CONFIG_FILE, cfg)
+            if self.resumed_world != self.dist.world_size:  # each step's draws, the global batch, change too
+                listed.append(f"processes {self.resumed_world} -> {self.dist.world_size}")
+            if listed:
+                changes = "; ".join(listed)
+                print(
+                    f"note: {self.run_dir} resumes at step {start} with a changed recipe: {changes} "
+                    f"(run.resume=never starts afresh)",
+                    file=sys.stderr,
+                )
+        own_state = self.run_dir / STATE_FILE
+        if cfg.run.resume == "never" and own_state.is_file():
+            try:
+                was = f"at step {load_training_state(own_state)['step']}"
+            except CheckpointError:
+                was = "unreadable"
+            print(
+                f"note: {self.run_dir}: run.resume=never starts it afresh; its state ({was}) is replaced",
+                file=sys.stderr,
+            )
 
     def _loop(self, net, model, loader, log: RunLog, start: int, stop: int, autocast_dtype) -> None:
         cfg, t, device = self.cfg, self.cfg.train, self.device
