@@ -346,9 +346,8 @@ def stages(data: DataConfig) -> list[StageConfig]:
     return plan
 
 
-def check(cfg: Config) -> None:
-    """Every check that needs neither the data nor the model."""
-    d, t = cfg.data, cfg.train
+def _check_data(cfg: Config) -> None:
+    d = cfg.data
     check_degrade(d, "data")
     if not d.train:
         raise ConfigError("data.train: no training sets (a list of folders, or {target:, input:} entries)")
@@ -370,6 +369,9 @@ def check(cfg: Config) -> None:
     if d.pad_to_patch and "sr" in tasks:  # an SR pair is cut at the scale from an HR mod-cropped to it
         raise ConfigError("data.pad_to_patch: pads the images of same-size tasks only, not SR")
     _positive(d.num_workers, "data.num_workers", zero_ok=True)
+
+
+def _check_train(t: TrainConfig) -> None:
     _positive(t.steps, "train.steps")
     _one_of(t.optimizer, ("adam", "adamw"), "train.optimizer")
     _one_of(t.schedule, ("multistep", "cosine", "constant"), "train.schedule")
@@ -398,6 +400,13 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"train.ema_decay: must be in [0, 1), got {t.ema_decay}")
     _positive(t.grad_clip, "train.grad_clip", zero_ok=True)
     _positive(t.charbonnier_eps, "train.charbonnier_eps")
+
+
+def check(cfg: Config) -> None:
+    """Every check that needs neither the data nor the model."""
+    _check_data(cfg)
+    _check_train(cfg.train)
+    d = cfg.data
     _positive(cfg.val.every, "val.every", zero_ok=True)
     if cfg.val.k is not None:
         _positive(cfg.val.k, "val.k")
