@@ -196,6 +196,18 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     )
 
 
+def test_a_run_resumed_with_other_optimizer_settings_uses_them(tmp_path):
+    """The state's parameter groups came back with the optimizer's state: betas and weight decay stayed
+    the old recipe's (and Adam's coupled decay under AdamW) while the note said they had changed."""
+    no_val = {"sets": []}
+    _train(_raw_config(tmp_path, val=no_val, run={"stop_at": 3}))
+    changed = {"optimizer": "adamw", "betas": [0.5, 0.9], "weight_decay": 0.1}
+    _train(_raw_config(tmp_path, val=no_val, train=changed))
+    groups = _state(tmp_path, "run")["optimizer"]["param_groups"]
+    assert [tuple(g["betas"]) for g in groups] == [(0.5, 0.9)] * 2
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0] and groups[0]["decoupled_weight_decay"]
+
+
 def test_weights_say_the_task_they_were_trained_for(tmp_path):
     """A denoising preset trained for JPEG is a JPEG model ('info' and restore's file names said denoise);
     a task the recipe sets stays."""
@@ -238,6 +250,32 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert recipe["patches"] == [[0, 16, 2]] and (recipe["lr"], recipe["loss"]) == (1e-3, "l1")
     model = model_from_file(weights)
     assert all(torch.equal(v, whole["ema"][k]) for k, v in model.state_dict().items())
+
+
+def test_a_run_killed_while_writing_its_last_weights_writes_them_when_rerun(tmp_path, monkeypatch):
+    """The state was written before the weights: killed between the two, a rerun found the run finished
+    ("nothing to do") and the weights file stayed the previous checkpoint's for good."""
+    import irformers.engine.trainer as trainer
+
+    no_val = {"sets": []}
+    _train(_raw_config(tmp_path, "whole", val=no_val))
+    save_weights = trainer.save_weights
+
+    def killed_at_the_end(path, model, metadata, **kwargs):
+        if metadata["training"]["steps"] == 6:
+            raise KeyboardInterrupt
+        save_weights(path, model, metadata, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_weights", killed_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        _train(_raw_config(tmp_path, "killed", val=no_val))
+    monkeypatch.setattr(trainer, "save_weights", save_weights)
+    _train(_raw_config(tmp_path, "killed", val=no_val))
+    whole, killed = (
+        model_from_file(tmp_path / "runs" / n / "model.safetensors") for n in ("whole", "killed")
+    )
+    assert all(torch.equal(v, killed.state_dict()[k]) for k, v in whole.state_dict().items())
+    assert read_metadata(tmp_path / "runs" / "killed" / "model.safetensors")["training"]["steps"] == 6
 
 
 def _torchrun(*args: str) -> None:

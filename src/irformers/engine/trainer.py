@@ -721,8 +721,10 @@ class Trainer:
         }
 
     def _checkpoint(self, model: nn.Module, elapsed: float, draws: int) -> None:
-        """Training state, then weights, from rank 0; every rank contributes its RNG state. `draws`: how
-        far the data stream is, which a resume on another number of processes goes on from."""
+        """Weights, then training state, from rank 0; every rank contributes its RNG state. `draws`: how
+        far the data stream is, which a resume on another number of processes goes on from. In that order
+        a run killed between the two writes resumes from the older state and writes the weights again;
+        the other way round its state said "finished" beside the previous checkpoint's weights, for good."""
         rngs = distributed.gather(rng_state())
         if self.dist.is_main:
             state = {
@@ -744,7 +746,6 @@ class Trainer:
                 "validation": self.validation,
                 "config": self.cfg.to_dict(),
             }
-            save_training_state(self.run_dir / STATE_FILE, state)
             weights = self.ema.module if self.ema is not None else model
             metadata = {
                 "preset": self.cfg.model.get("preset"),
@@ -757,13 +758,17 @@ class Trainer:
             if self.cfg.checkpoint.snapshots:
                 snapshot = self.run_dir / "snapshots" / f"step_{self.step:07d}.safetensors"
                 save_weights(snapshot, model, metadata, state_dict=weights.state_dict())
+            save_training_state(self.run_dir / STATE_FILE, state)
         distributed.barrier()
 
     def _restore(self, state: dict) -> None:
         """Everything but the raw weights, which `__init__` loaded (and checked) already."""
         if self.ema is not None and state["ema"] is not None:
             self.ema.module.load_state_dict(state["ema"])
+        recipe = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, settings in zip(self.optimizer.param_groups, recipe, strict=True):
+            group.update(settings)  # this recipe's betas, weight decay, AdamW's decoupling: not the state's
         if state["scaler"]:  # a disabled scaler (fp32/bf16) saved {}: a run resumed in fp16 starts one
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
