@@ -79,6 +79,14 @@ def test_saved_config_reloads_to_the_same_values(recipe, tmp_path):
         ("train.cosine_start=5", "train.cosine_start: only the cosine schedule uses it, not multistep"),
         ("data.pad_to_patch=true", "data.pad_to_patch: pads the images of same-size tasks only, not SR"),
         ("data.patch_size=0", "data.patch_size: must be > 0, got 0"),  # not the implicit progressive.0
+        # these passed --check, then failed at their first use or trained wrongly
+        ("data.task=denoise;data.scale=1;data.sigma=5;val.sigma=300", "val.sigma: must be within [0, 255]"),
+        ("data.task=jpeg;data.scale=1;data.quality=9;val.quality=0", "val.quality: must be within [1, 100]"),
+        ("run.seed=-1", "run.seed: must be >= 0, got -1"),
+        ("run.threads=-2", "run.threads: must be >= 0, got -2"),
+        ("train.weight_decay=-1", "train.weight_decay: must be >= 0"),
+        ("run.name=..", "run.name: must be a folder name, got '..'"),
+        ("train.schedule=cosine;train.milestones=[100]", "train.milestones: only the multistep schedule"),
         ("data.sigma=25", "data.sigma: only task 'denoise' uses it; data is for sr"),
         ("val.quality=10", "val.quality: only task 'jpeg' uses it; val is for sr"),  # validates data.task
         (

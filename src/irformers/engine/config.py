@@ -298,6 +298,7 @@ def _positive(value: float, where: str, zero_ok: bool = False) -> None:
 # The level settings and the one task each applies to: set where no source has that task, they are a
 # mistake (a leftover sigma in a JPEG recipe), not a setting.
 USED_BY = {"sigma": "denoise", "sigma_range": "denoise", "quality": "jpeg", "quality_range": "jpeg"}
+LEVEL_LIMITS = {"sigma": (0, 255), "quality": (1, 100)}
 
 
 def check_degrade(d: DegradeConfig, where: str) -> None:
@@ -307,8 +308,8 @@ def check_degrade(d: DegradeConfig, where: str) -> None:
         raise ConfigError(f"{where}.scale: SR needs a scale of 2 or more, got {d.scale}")
     if d.task != "sr" and d.scale != 1:
         raise ConfigError(f"{where}.scale: only SR uses a scale, got {d.scale} for task '{d.task}'")
-    for name, rng, lo, hi in (("sigma", "sigma_range", 0, 255), ("quality", "quality_range", 1, 100)):
-        fixed, span = getattr(d, name), getattr(d, rng)
+    for name, rng in (("sigma", "sigma_range"), ("quality", "quality_range")):
+        (lo, hi), fixed, span = LEVEL_LIMITS[name], getattr(d, name), getattr(d, rng)
         needed = USED_BY[name] == d.task
         if needed and (fixed is None) == (span is None):
             raise ConfigError(f"{where}: task '{d.task}' needs exactly one of {name} and {rng}")
@@ -358,6 +359,10 @@ def _check_data(cfg: Config) -> None:
         _check_used(source.degrade, [tasks[-1]], f"data.train.{i}.degrade")
     _check_used({k: getattr(d, k) for k in USED_BY}, [*tasks, d.task], "data")  # validation uses data's
     _check_used({"sigma": cfg.val.sigma, "quality": cfg.val.quality}, [d.task], "val")
+    for name, level in (("sigma", cfg.val.sigma), ("quality", cfg.val.quality)):
+        lo, hi = LEVEL_LIMITS[name]
+        if level is not None and not lo <= level <= hi:
+            raise ConfigError(f"val.{name}: must be within [{lo}, {hi}], got {level}")
     implicit = not d.progressive or d.progressive[0].start > 0  # stages() put data's own first
     for i, stage in enumerate(stages(d)):
         where = "data" if implicit and i == 0 else f"data.progressive.{i - implicit}"
@@ -388,6 +393,8 @@ def _check_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.warmup_steps ({t.warmup_steps}) must be below train.steps ({t.steps})")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"train.betas: expected [beta1, beta2] in [0, 1), got {t.betas}")
+    if t.milestones and t.schedule != "multistep":
+        raise ConfigError(f"train.milestones: only the multistep schedule uses them, not {t.schedule}")
     if t.milestones != sorted(t.milestones) or any(not 0 < m < t.steps for m in t.milestones):
         raise ConfigError(
             f"train.milestones: expected increasing steps within (0, {t.steps}), got {t.milestones}"
@@ -398,6 +405,7 @@ def _check_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.min_lr: must be in [0, train.lr], got {t.min_lr}")
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"train.ema_decay: must be in [0, 1), got {t.ema_decay}")
+    _positive(t.weight_decay, "train.weight_decay", zero_ok=True)
     _positive(t.grad_clip, "train.grad_clip", zero_ok=True)
     _positive(t.charbonnier_eps, "train.charbonnier_eps")
 
@@ -426,8 +434,10 @@ def check(cfg: Config) -> None:
         raise ConfigError(
             "model: give model.preset (see `irformers models`) or a full config with model.arch"
         )
-    if not cfg.run.name or "/" in cfg.run.name:
-        raise ConfigError(f"run.name: must be a non-empty folder name, got {cfg.run.name!r}")
+    if cfg.run.name in ("", ".", "..") or "/" in cfg.run.name:  # ".." made out_dir's parent the run folder
+        raise ConfigError(f"run.name: must be a folder name, got {cfg.run.name!r}")
+    _positive(cfg.run.seed, "run.seed", zero_ok=True)
+    _positive(cfg.run.threads, "run.threads", zero_ok=True)
 
 
 # Where and how a session runs, not what it trains: these may differ between the sessions of one run.
