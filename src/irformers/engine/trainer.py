@@ -12,9 +12,9 @@ checkpoints. A run folder (`run.out_dir/run.name`) holds:
   RNG states of every rank); tensors and plain containers, read back with `weights_only=True`.
 
 Both files are replaced atomically, so a killed run always leaves the last complete checkpoint.
-A resumed run is bit-identical to an uninterrupted one (on the same device and thread count): the
-data stream, augmentations and SemanIR's random k are functions of (seed, step), and the RNG states
-are restored for everything else.
+A resumed run follows the uninterrupted one's data, augmentations and SemanIR's random k, which are
+functions of (seed, step), and the RNG states are restored for everything else: on the CPU with one or
+two processes it is bit-identical (README, Resume, says where it is not).
 """
 
 from __future__ import annotations
