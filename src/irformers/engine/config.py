@@ -96,7 +96,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up from 0
     milestones: list[int] = field(default_factory=list)  # multistep: lr *= gamma at each
     gamma: float = 0.5
-    min_lr: float = 1e-7  # cosine: the final learning rate
+    min_lr: float = 1e-7  # cosine: the rate at train.steps (the last step, steps - 1, is just above it)
     cosine_start: int = 0  # cosine: the step it starts from, lr held until then (after any warm-up)
     loss: str = "l1"  # l1 | charbonnier | mse
     charbonnier_eps: float = 1e-3
