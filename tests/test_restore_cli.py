@@ -362,6 +362,38 @@ def test_a_nan_output_is_reported_by_file_name(tmp_path, capsys):
     assert _one_error_line(capsys).endswith("a.png: pixels contain NaN")
 
 
+@pytest.mark.parametrize("task", ["restore", "test"])
+def test_an_image_too_large_for_memory_fails_alone(tmp_path, weights, monkeypatch, capsys, task):
+    """The CPU's allocator raises a plain RuntimeError, which only a CUDA OutOfMemoryError handler
+    missed: a traceback ended the batch before its other images."""
+    model_forward = Restorer._forward
+
+    def forward(self, x):
+        if x.shape[-1] > 40:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"
+            )
+        return model_forward(self, x)
+
+    monkeypatch.setattr(Restorer, "_forward", forward)
+    folder = tmp_path / ("Set" if task == "test" else "in") / ("HR" if task == "test" else "")
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "big.png"), rng.integers(0, 256, (24, 96, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / "small.png"), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    common = ["--model", str(weights), "--tile", "none"]
+    if task == "restore":
+        assert main(["restore", str(folder), "-o", str(tmp_path / "o"), *common]) == 1
+        assert (tmp_path / "o" / "small_x2.png").is_file() and not (tmp_path / "o" / "big_x2.png").exists()
+    else:
+        argv = ["test", "--task", "sr", "--scale", "2", "--dataset", "Set", "--data-root", str(tmp_path)]
+        assert main([*argv, *common]) == 1
+    out, err = capsys.readouterr()
+    assert task == "restore" or "[1 of 2 images]" in out
+    assert "big.png: out of memory on cpu restoring it whole (" in err and "try a smaller --tile" in err
+    assert "Traceback" not in err
+
+
 def test_info_on_damaged_metadata_is_one_clear_error(tmp_path, weights, capsys):
     from safetensors.torch import load_file, save_file
 

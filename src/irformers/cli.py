@@ -400,7 +400,6 @@ def _restore_one(path: Path, out: Path, restorer, scale: int) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    import torch
 
     from irformers.data.io import MAX_BIT_DEPTH, ImageError
     from irformers.inference import model_label
@@ -432,10 +431,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             _restore_one(path, out, restorer, desc.scale)
             written += 1
             tiles += [restorer.last_plan[0]] if restorer.last_plan else []
-        except (ImageError, ValueError) as err:
+        except (ImageError, ValueError) as err:  # ValueError: the model's, with its file named
             failures.append(str(err))
-        except torch.OutOfMemoryError:
-            failures.append(f"{path}: out of memory; try a smaller --tile")
     print(
         f"restored {written} of {len(paths)} images into {args.output} with {model_label(model, args.model)} "
         f"({restorer.device.type}, {str(restorer.dtype).removeprefix('torch.')}, "

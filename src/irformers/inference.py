@@ -381,6 +381,10 @@ class TileWarning(UserWarning):
     """An asked tile that runs otherwise: rounded to the model's grid, or unable to overlap (seams)."""
 
 
+class OutOfMemory(InputError):
+    """An image the device cannot hold at this tile size; a batch goes on with its next image."""
+
+
 class Restorer:
     """A model as ``evaluate``'s Restorer: float32 H x W x C numpy in [0, 1] in, float32 H' x W' x C' out.
 
@@ -475,18 +479,31 @@ class Restorer:
         if plan is not None and self.seam_note:
             warnings.warn(self.seam_note, TileWarning, 3)  # past inference_mode's wrapper: the caller
             self.seam_note = None
-        if plan is None:
-            y = fn(x)
-        else:
-            y = tiled_forward(
-                fn,
-                x,
-                scale=self.desc.scale,
-                out_channels=self.desc.out_channels,
-                tile=plan[0],
-                overlap=plan[1],
-                progress=self.progress,
-            )
+        try:
+            if plan is None:
+                y = fn(x)
+            else:
+                y = tiled_forward(
+                    fn,
+                    x,
+                    scale=self.desc.scale,
+                    out_channels=self.desc.out_channels,
+                    tile=plan[0],
+                    overlap=plan[1],
+                    progress=self.progress,
+                )
+        except (RuntimeError, MemoryError) as err:  # the CPU's allocator raises a plain RuntimeError
+            if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and "can't allocate" not in str(
+                err
+            ):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # what the failed image held, for the next one
+            ran = f"in {plan[0]}-px tiles" if plan else "whole"
+            raise OutOfMemory(
+                f"out of memory on {self.device} restoring it {ran} ({x.shape[-1]}x{x.shape[-2]}); "
+                f"try a smaller --tile"
+            ) from None
         out = y[0].permute(1, 2, 0).numpy()
         return out.mean(axis=2, keepdims=True) if to_gray else out
 
