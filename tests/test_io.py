@@ -257,32 +257,30 @@ def _oriented(arr: np.ndarray, orientation: int) -> np.ndarray:
     return arr.reshape(h * w, *arr.shape[2:])[np.asarray(ImageOps.exif_transpose(index))]
 
 
-@pytest.mark.parametrize("kind", ["gray8", "gray16", "rgb8", "rgba8"])
+@pytest.mark.parametrize("kind", ["gray8", "gray16", "rgb8", "rgba8", "la8"])
 @pytest.mark.parametrize("orientation", [1, 3, 6, 7])
 def test_tiff_orientation(tmp_path, rng, kind, orientation):
     # OpenCV orients TIFF itself (we must not do it twice), and Pillow 13 misreads TIFFs tagged 5-8, so the
-    # expectation comes from the tag's meaning (_oriented), not from reading the TIFF with Pillow.
+    # expectation comes from the tag's meaning (_oriented), not from reading the TIFF with Pillow. Rotated
+    # 8-bit TIFFs with alpha came out premultiplied (RGBA) or without their alpha (LA).
     arr = {
         "gray8": _u8(rng, 3, 5),
         "gray16": _u16(rng, 3, 5),
         "rgb8": _u8(rng, 3, 5, 3),
         "rgba8": _u8(rng, 3, 5, 4),
+        "la8": _u8(rng, 3, 5, 2),
     }[kind]
-    if kind == "rgba8" and orientation != 1:
-        arr[..., 3] = 255  # known limitation: rotated 8-bit RGBA TIFF comes premultiplied from libtiff
     src = tmp_path / "o.tif"
     Image.fromarray(arr).save(src, tiffinfo={0x0112: orientation})
     expected = _oriented(arr, orientation)
+    pixels, alpha = (expected[..., :-1], expected[..., -1]) if kind in ("rgba8", "la8") else (expected, None)
+    pixels = pixels[..., 0] if kind == "la8" else pixels
     img = read_image(src)
     got = to_uint(img.pixels, img.bit_depth)
-    np.testing.assert_array_equal(
-        got[..., 0] if arr.ndim == 2 else got, expected[..., :3] if arr.ndim == 3 else expected
-    )
-    if kind == "rgba8":
-        np.testing.assert_array_equal(to_uint(img.alpha), expected[..., 3])
-    np.testing.assert_array_equal(
-        read_array(src, "unchanged"), expected[..., :3] if arr.ndim == 3 else expected
-    )
+    np.testing.assert_array_equal(got if pixels.ndim == 3 else got[..., 0], pixels)
+    if alpha is not None:
+        np.testing.assert_array_equal(to_uint(img.alpha), alpha)
+    np.testing.assert_array_equal(read_array(src, "unchanged"), pixels)
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -429,6 +427,13 @@ def test_failed_write_of_new_file_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []
     assert seen and seen[0].startswith(".new.png.tmp-")  # a hidden temporary beside the destination
+
+
+def test_a_name_near_the_file_system_limit_can_be_written(tmp_path):
+    """The temporary name added 22 bytes to the destination's: names of 234-255 bytes failed."""
+    p = tmp_path / ("ü" * 100 + "b" * 50 + ".png")  # 254 bytes
+    write_image(p, np.zeros((2, 2), np.float32))
+    assert os.listdir(tmp_path) == [p.name]
 
 
 def test_written_file_gets_the_usual_permissions(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import struct
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -142,7 +143,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     system): readers never see a half-written file, and a crash leaves any old file untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
+    short = path.name.encode()[:200].decode(errors="ignore")  # within 255 bytes with what it adds
+    tmp = path.with_name(f".{short}.tmp-{secrets.token_hex(8)}")
     try:
         with open(tmp, "xb"):  # created with the umask's permissions (mkstemp would give 0600)
             pass
@@ -278,6 +280,17 @@ def _sniff(data: bytes) -> str | None:
     return next((fmt for sig, fmt in _SIGNATURES.items() if data.startswith(sig)), None)
 
 
+def _as_stored(tiff: bytes) -> bytes:
+    """The TIFF with its first image's orientation tag set to 1, so that a decoder leaves it as stored."""
+    order = "<" if tiff[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", tiff, 4)[0]
+    out = bytearray(tiff)
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from(order + "H", tiff, ifd)[0], 12):
+        if struct.unpack_from(order + "HH", tiff, entry) == (ExifTags.Base.Orientation, 3):  # a SHORT
+            struct.pack_into(order + "H", out, entry + 8, 1)
+    return bytes(out)
+
+
 def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Stored integers in RGB order (H x W for gray files, else H x W x 3), oriented, and the alpha plane."""
     try:
@@ -297,16 +310,11 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with _quiet_pillow(), Image.open(BytesIO(data)) as im:
             gray = Image.getmodebase(im.mode) == "L"
-            # OpenCV's TIFF decoder applies tag 274 itself; the others' orientation is applied below.
-            orientation = exif_orientation(im) if fmt != "TIFF" else 1
             # libtiff's RGBA reader, which OpenCV uses for 8-bit TIFF, premultiplies unassociated alpha, so
-            # Pillow decodes those; not when rotated, as Pillow 13 gets 90-degree TIFF orientations wrong.
-            by_pillow = (
-                fmt == "TIFF"
-                and im.mode in ("RGBA", "LA")
-                and np.max(im.tag_v2.get(258, 8)) == 8
-                and exif_orientation(im) == 1
-            )
+            # Pillow decodes those, as stored (it misreads TIFFs tagged 5-8), and they are oriented below.
+            by_pillow = fmt == "TIFF" and im.mode in ("RGBA", "LA") and np.max(im.tag_v2.get(258, 8)) == 8
+            # OpenCV's TIFF decoder applies tag 274 itself; the others' orientation is applied below.
+            orientation = exif_orientation(im) if fmt != "TIFF" or by_pillow else 1
             # OpenCV may return a truncated image padded with grey; Pillow refuses it. For PNG a CRC walk
             # to IEND is enough (no inflating); JPEG is decoded at 1/8 scale, which still reads every byte.
             if fmt == "PNG":
@@ -314,7 +322,10 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
             elif fmt == "JPEG":
                 im.draft(im.mode, (1, 1))
                 im.load()
-            arr = np.asarray(im) if by_pillow else None
+            arr = None
+            if by_pillow:
+                with Image.open(BytesIO(_as_stored(data))) as stored:
+                    arr = np.asarray(stored)
     except Exception as e:  # Pillow reports bad data as OSError, SyntaxError, ValueError, struct.error, ...
         if fmt == "TIFF":  # Pillow has no mode for some valid TIFFs (3-channel float): OpenCV says what it is
             with _quiet_opencv():
