@@ -105,6 +105,46 @@ def test_gray_alpha_png(tmp_path, rng):
     np.testing.assert_array_equal(_pil(out), la[..., [0, 0, 0, 1]])
 
 
+def _png(path, pixels: np.ndarray, color_type: int, *chunks: tuple[bytes, bytes]) -> None:
+    """A PNG written by hand: Pillow cannot write 16-bit gray + alpha."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    h, w = pixels.shape[:2]
+    header = struct.pack(">IIBBBBB", w, h, pixels.dtype.itemsize * 8, color_type, 0, 0, 0)
+    rows = pixels.astype(pixels.dtype.newbyteorder(">")).reshape(h, -1).view(np.uint8)
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)
+    parts = [chunk(b"IHDR", header), *(chunk(*c) for c in chunks), chunk(b"IDAT", zlib.compress(raw))]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(parts) + chunk(b"IEND", b""))
+
+
+def test_16bit_gray_alpha_png_stays_gray(tmp_path, rng):
+    """Pillow names it RGBA: it was read as a color image, which a gray model refused."""
+    la = _u16(rng, 4, 5, 2)
+    _png(tmp_path / "la16.png", la, 4)
+    img = read_image(tmp_path / "la16.png")
+    assert img.pixels.shape == (4, 5, 1) and img.bit_depth == 16
+    np.testing.assert_array_equal(to_uint(img.pixels[..., 0], 16), la[..., 0])
+    np.testing.assert_array_equal(to_uint(img.alpha, 16), la[..., 1])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_gray_png_with_a_transparent_value_keeps_its_alpha(tmp_path, rng, dtype):
+    """OpenCV drops a gray PNG's tRNS chunk (palette and RGB ones become alpha): it came back opaque."""
+    import struct
+
+    gray = rng.integers(0, 256 if dtype == np.uint8 else 65536, (4, 5)).astype(dtype)
+    gray[0, :3] = key = 202
+    _png(tmp_path / "t.png", gray, 0, (b"tRNS", struct.pack(">H", key)))
+    img = read_image(tmp_path / "t.png")
+    np.testing.assert_array_equal(to_uint(img.pixels[..., 0], img.bit_depth), gray)
+    assert img.alpha is not None
+    np.testing.assert_array_equal(img.alpha == 0, gray == key)
+
+
 def test_gray_png_stays_one_channel(tmp_path, rng):
     arr = _u8(rng, 6, 4)
     src = tmp_path / "g.png"

@@ -291,6 +291,19 @@ def _as_stored(tiff: bytes) -> bytes:
     return bytes(out)
 
 
+def _png_gray_key(png: bytes) -> int | None:
+    """A gray PNG's transparent sample value (its tRNS chunk, before the pixels), which OpenCV drops."""
+    at = 8
+    while at + 8 <= len(png):
+        length, kind = struct.unpack_from(">I4s", png, at)
+        if kind == b"IDAT":
+            return None
+        if kind == b"tRNS" and length == 2:
+            return struct.unpack_from(">H", png, at + 8)[0]
+        at += 12 + length
+    return None
+
+
 def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Stored integers in RGB order (H x W for gray files, else H x W x 3), oriented, and the alpha plane."""
     try:
@@ -310,6 +323,8 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with _quiet_pillow(), Image.open(BytesIO(data)) as im:
             gray = Image.getmodebase(im.mode) == "L"
+            if fmt == "PNG":  # the header's colour type: Pillow calls 16-bit gray + alpha RGBA
+                gray = data[25] in (0, 4)
             # libtiff's RGBA reader, which OpenCV uses for 8-bit TIFF, premultiplies unassociated alpha, so
             # Pillow decodes those, as stored (it misreads TIFFs tagged 5-8), and they are oriented below.
             by_pillow = fmt == "TIFF" and im.mode in ("RGBA", "LA") and np.max(im.tag_v2.get(258, 8)) == 8
@@ -334,7 +349,8 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
                 raise _error(
                     path, f"unsupported sample type {arr.dtype} (8- or 16-bit unsigned only)"
                 ) from None
-        raise _error(path, "truncated or corrupt image data") from e
+        layout = ", or a TIFF layout Pillow cannot read" if fmt == "TIFF" else ""  # 16-bit gray + alpha
+        raise _error(path, f"truncated or corrupt image data{layout}") from e
 
     if arr is None:
         with _quiet_opencv():
@@ -350,6 +366,11 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         arr, alpha = arr[..., :-1], arr[..., -1]
     if gray and arr.ndim == 3:  # OpenCV gives gray + alpha as BGRA with three equal colour channels
         arr = arr[..., 0]
+    key = _png_gray_key(data) if fmt == "PNG" and data[25] == 0 else None
+    if key is not None and arr.ndim == 2:  # libpng scales 1-, 2- and 4-bit gray to 8 bits, and so the key
+        depth = data[24]
+        key = key * 255 // (2**depth - 1) if depth < 8 else key
+        alpha = np.where(arr == key, 0, np.iinfo(arr.dtype).max).astype(arr.dtype)
     if orientation in _ORIENT:
         arr, alpha = _ORIENT[orientation](arr), None if alpha is None else _ORIENT[orientation](alpha)
     return np.ascontiguousarray(arr), None if alpha is None else np.ascontiguousarray(alpha)
