@@ -486,6 +486,8 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
         (["--task", "jpeg", "--quality", "10", "--scale", "2"], "--scale 2: only --task sr uses it"),
         (["--task", "sr", "--scale", "2", "--sigma", "5"], "--sigma 5: only --task denoise uses it"),
         (["--task", "denoise", "--sigma", "25", "--y"], "--y: only --task paired or sr uses it"),
+        # the pseudo-models scored OpenCV's gray, which no SR model could be tested on
+        (["--task", "sr", "--scale", "2", "--gray"], "--gray: SR reads every image as RGB and scores its Y"),
     ]:
         model = "bicubic" if "sr" in argv else "identity"
         assert main(["test", "--model", model, *argv, "--data-root", str(data_root)]) == 2, argv
@@ -521,3 +523,7 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
         == 2
     )
     assert "--scale 2: only --task sr uses it, not --task demosaic" in capsys.readouterr().err
+    assert (
+        main(["degrade", "--task", "sr", "--scale", "2", "--gray", str(data_root / "Set5" / "HR"), "/x"]) == 2
+    )
+    assert "--gray: SR reads every image as RGB" in capsys.readouterr().err

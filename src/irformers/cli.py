@@ -181,6 +181,8 @@ def _check_levels(args: argparse.Namespace) -> None:
             raise UsageError(
                 f"--{option}{shown}: only --task {' or '.join(tasks)} uses it, not --task {args.task}"
             )
+    if args.task == "sr" and getattr(args, "gray", False):  # the pseudo-models scored OpenCV's gray
+        raise UsageError("--gray: SR reads every image as RGB and scores its Y channel")
 
 
 def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:
