@@ -239,6 +239,9 @@ def test_integer_pixels_are_scaled_by_restore_and_refused_by_restorer():
     for bad, call in ((img, Restorer(toy, tile="none", device="cpu")), (img.astype(np.int32), None)):
         with pytest.raises(ValueError, match=f"^{bad.dtype} pixels: "):
             call(bad) if call else irformers.restore(bad, toy, tile="none", device="cpu")
+    for shape in ((2, 8, 8, 3), (0, 8, 3)):  # a batch was called a 24-channel image; an empty one crashed
+        with pytest.raises(ValueError, match=r"^an image of shape .*: Restorer takes one H x W"):
+            irformers.restore(np.zeros(shape, np.float32), toy, device="cpu")
 
 
 def test_precision_choices():

@@ -457,6 +457,8 @@ class Restorer:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if not np.issubdtype(image.dtype, np.floating):  # uint8 pixels would go in as 0-255
             raise InputError(f"{image.dtype} pixels: Restorer takes float images in [0, 1]")
+        if image.ndim not in (2, 3) or 0 in image.shape:  # a batch read as 24 channels; an empty crop
+            raise InputError(f"an image of shape {image.shape}: Restorer takes one H x W or H x W x C image")
         img = image[..., None] if image.ndim == 2 else image
         channels, expected = img.shape[2], self.desc.in_channels
         to_gray = channels == 1 and expected == 3 and self.desc.out_channels == 3
