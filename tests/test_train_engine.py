@@ -489,6 +489,13 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
     raw = _raw_config(tmp_path)
     assert main(["train", str(_write(tmp_path, raw)), "--check"]) == 0
     assert "config OK: 5 training images" in capsys.readouterr().out
+    assert main(["train", str(_write(tmp_path, raw)), "--check", "train.steps=4", "run.name=after"]) == 0
+    assert "runs/after" in capsys.readouterr().out  # overrides after an option: argparse refused them
+    (tmp_path / "afile").write_text("")  # found by --check, not by a traceback at the first write
+    assert (
+        f"the run folder {tmp_path / 'afile' / 'run'} cannot be created ({tmp_path / 'afile'} is a file)"
+        in (_cli_error(tmp_path, capsys, raw, f"run.out_dir={tmp_path / 'afile'}"))
+    )
     assert "unknown key 'train.lr_'" in _cli_error(tmp_path, capsys, raw, "train.lr_=1")
     assert "unknown key 'model.kk' for preset semanir-t-sr-x2; did you mean 'model.k'?" in _cli_error(
         tmp_path, capsys, raw, "model.kk=3"

@@ -8,7 +8,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -329,18 +328,12 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _check_output_folder(folder: Path, what: str) -> None:
-    """Refuse, before any image runs, a folder that cannot take outputs: a nameless probe file in it, or
-    in the nearest folder above that exists (a refused run leaves no new folder behind)."""
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder}: {what} must be a folder, and this is a file")
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise UsageError(f"{folder}: {what} cannot be created ({existing} is a file)")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        raise UsageError(f"{folder}: {what} cannot be written ({err.strerror or err})") from None
+    """Refuse, before any image runs, a folder that cannot take outputs."""
+    from irformers.data.io import folder_problem
+
+    problem = folder_problem(folder)
+    if problem:
+        raise UsageError(f"{folder}: {what} {problem}")
 
 
 def _output_path(path: Path, args: argparse.Namespace, suffix: str) -> Path:
@@ -1036,7 +1029,13 @@ def _notes_for_tile_warnings(show: Callable) -> Callable:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse ends train's overrides at its first option: `train R.yaml --check a.b=1` left a.b=1 over
+    if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         show = warnings.showwarning
         with warnings.catch_warnings():

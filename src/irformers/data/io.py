@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import struct
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -158,6 +159,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot take files, or None: a nameless probe file is made in it, or in the nearest
+    folder above that exists (a refused command leaves no new folder behind)."""
+    if folder.exists() and not folder.is_dir():
+        return "must be a folder, and this is a file"
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"cannot be created ({existing} is a file)"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        return f"cannot be written ({err.strerror or err})"
+    return None
 
 
 def _sync_folder(folder: Path) -> None:

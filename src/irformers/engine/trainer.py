@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset
-from irformers.data.io import TEMP_GLOB, atomic_write
+from irformers.data.io import TEMP_GLOB, atomic_write, folder_problem
 from irformers.data.pipelines import PatchDataset, draws_before, find_items, make_loader
 from irformers.engine import distributed
 from irformers.engine.checkpoint import (
@@ -379,6 +379,9 @@ class Trainer:
         self.dist = distributed.env_info()
         self.device = distributed.pick_device(cfg.run.device, self.dist)
         self.run_dir = cfg.run_dir
+        problem = folder_problem(self.run_dir)  # on every rank, which all stop at a problem
+        if problem:  # found by --check, not by the first checkpoint's write
+            raise ConfigError(f"run.out_dir/run.name: the run folder {self.run_dir} {problem}")
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and in every rerun
         self.model = build_model_from_config(_with_trained_task(cfg))
         check_model_fits(self.model, cfg)
