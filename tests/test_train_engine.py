@@ -278,6 +278,24 @@ def test_a_run_killed_while_writing_its_last_weights_writes_them_when_rerun(tmp_
     assert read_metadata(tmp_path / "runs" / "killed" / "model.safetensors")["training"]["steps"] == 6
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the run-folder lock is an flock (POSIX)")
+def test_a_second_training_in_a_busy_run_folder_is_refused(tmp_path, capsys):
+    """Two trainings (or a killed torchrun's orphaned workers and its rerun) wrote one folder at once."""
+    import fcntl
+
+    no_val = {"sets": []}
+    _train(_raw_config(tmp_path, val=no_val, run={"stop_at": 2}))
+    with open(tmp_path / "runs" / "run" / ".lock", "a+") as held:  # as another process holding it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.truncate(0)
+        held.write("4242\n")
+        held.flush()
+        assert main(["train", str(_write(tmp_path, _raw_config(tmp_path, val=no_val)))]) == 1
+        assert "another training (pid 4242) is running in this run folder" in capsys.readouterr().err
+        assert _state(tmp_path, "run")["step"] == 2
+    assert _train(_raw_config(tmp_path, val=no_val))["steps"] == 6  # released: it resumes
+
+
 def _torchrun(*args: str) -> None:
     """Two CPU ranks under torchrun, which must both exit cleanly."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
@@ -319,6 +337,7 @@ def test_ranks_under_torchrun_agree_and_only_rank_zero_writes(tmp_path, capsys):
     _torchrun("-m", "irformers", "train", str(tmp_path / "ddp.yaml"))
     run = tmp_path / "runs" / "ddp"
     assert sorted(p.name for p in run.iterdir()) == [
+        ".lock",  # rank 0 held it
         "config.yaml",
         "log.jsonl",
         "model.safetensors",

@@ -19,16 +19,23 @@ two processes it is bit-identical (README, Resume, says where it is not).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import functools
 import hashlib
 import json
 import math
+import os
 import random
 import sys
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import numpy as np
 import torch
@@ -65,6 +72,7 @@ from irformers.inference import Restorer
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"  # held by the training running in the folder (pid inside)
 STATE_VERSION = 1
 _K_STREAM = 2  # generator stream of SemanIR's random k (0, 1: the data pipeline's streams)
 
@@ -480,9 +488,40 @@ class Trainer:
         """Train until `train.steps` (or `run.stop_at`); returns the run's summary."""
         distributed.init(self.dist, self.device)
         try:
-            return self._fit()
+            with self._run_folder_lock():
+                return self._fit()
         finally:
             distributed.shutdown()
+
+    @contextlib.contextmanager
+    def _run_folder_lock(self):
+        """One training at a time in a run folder: two (or a killed torchrun's orphaned workers beside its
+        rerun) interleaved their checkpoints and logs. Rank 0 holds an flock, which the OS drops with the
+        process; every rank learns whether it got it."""
+        lock, holder = None, None
+        if self.dist.is_main and fcntl is not None:  # POSIX; elsewhere unguarded
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            lock = open(self.run_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held until the run ends)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock.truncate(0)
+                lock.write(f"{os.getpid()}\n")
+                lock.flush()
+            except OSError:
+                lock.seek(0)
+                holder = (lock.read().split() or ["?"])[0]
+                lock.close()
+        try:
+            holders = distributed.gather(holder)
+            if holders[0] is not None:
+                raise TrainingError(
+                    f"{self.run_dir}: another training (pid {holders[0]}) is running in this run folder; "
+                    f"let it end or stop it, or choose another run.name"
+                )
+            yield
+        finally:
+            if lock is not None:
+                lock.close()
 
     def _fit(self) -> dict:
         cfg, info, device, t = self.cfg, self.dist, self.device, self.cfg.train
