@@ -222,6 +222,25 @@ def test_weights_say_the_task_they_were_trained_for(tmp_path):
     assert Trainer(config_from_dict(raw)).model.descriptor.task == "denoise"
 
 
+def test_paired_training_says_how_to_name_its_task(tmp_path, capsys):
+    """Paired data says nothing of what it restores: a deblurrer kept the preset's 'denoise' unsaid."""
+    (tmp_path / "data" / "Pairs").mkdir(parents=True)
+    _images(tmp_path / "data" / "Pairs" / "input", 2, 32)
+    _images(tmp_path / "data" / "Pairs" / "target", 2, 32)
+    data = {"task": "paired", "scale": 1, "train": ["Pairs"], "patch_size": 32}
+    raw = {
+        **_raw_config(tmp_path, data=data, val={"sets": []}),
+        "model": {"preset": "semanir-t-denoise-color"},
+    }
+    assert Trainer(config_from_dict(raw)).model.descriptor.task == "denoise"
+    assert "the weights keep the preset's task, denoise (restore names outputs by it); model.task=deblur" in (
+        capsys.readouterr().err
+    )
+    raw["model"]["task"] = "deblur"
+    assert Trainer(config_from_dict(raw)).model.descriptor.task == "deblur"
+    assert "model.task=deblur" not in capsys.readouterr().err
+
+
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     _train(_raw_config(tmp_path, "whole"))
     # the same run in two sessions, with data-loader workers this time

@@ -98,10 +98,14 @@ def _with_trained_task(cfg: Config) -> dict:
     """The model section, its `task` set to the one every training source teaches (a denoising preset
     trained for JPEG is a JPEG model: `info` says so, `restore` names its outputs so); paired data, a
     mix of tasks, or a task set in the recipe leave it as it is."""
-    tasks = {source_degrade(cfg.data, s, f"data.train.{i}").task for i, s in enumerate(cfg.data.train)}
+    tasks = _source_tasks(cfg)
     if len(tasks) != 1 or tasks == {"paired"} or "task" in cfg.model:
         return cfg.model
     return {**cfg.model, "task": tasks.pop()}
+
+
+def _source_tasks(cfg: Config) -> set[str]:
+    return {source_degrade(cfg.data, s, f"data.train.{i}").task for i, s in enumerate(cfg.data.train)}
 
 
 def build_model_from_config(spec: dict) -> nn.Module:
@@ -398,6 +402,14 @@ class Trainer:
         if self.dist.rank == 0:
             for advice in self.model.training_advice(max(s.patch_size for s in stages(cfg.data))):
                 print(f"{cfg.run.name}: note: {advice}", file=sys.stderr, flush=True)
+            if _source_tasks(cfg) == {"paired"} and "task" not in cfg.model:  # a deblurrer called "denoise"
+                print(
+                    f"{cfg.run.name}: note: paired data does not say what it restores, so the weights keep "
+                    f"the preset's task, {self.model.descriptor.task} (restore names outputs by it); "
+                    f"model.task=deblur (derain, ...) names it",
+                    file=sys.stderr,
+                    flush=True,
+                )
         init = init_weights_path(cfg.train.init) if cfg.train.init else None
         self.init_skipped = load_init_weights(self.model, init) if init else []
         # A model fine-tuned from another carries that one's training summary: its total cost stays known.
