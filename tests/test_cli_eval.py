@@ -469,6 +469,20 @@ def test_gray_pairs_from_color_files_are_read_as_training_reads_them(capsys, tmp
     assert "input/a.png: 12x16, 1 channel(s) does not match its target 16x16, 1 channel(s)" in err
 
 
+def test_a_gray_model_is_tested_on_color_pairs_as_it_validated_on_them(capsys, tmp_path):
+    """Training a gray paired model validates on color pairs read as gray; `test` fed them as color,
+    which the model refused image by image ('none of N images scored'), and refused --gray."""
+    rng = np.random.default_rng(0)
+    for sub in ("input", "target"):
+        (tmp_path / "Pairs" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "Pairs" / sub / "a.png"), rng.integers(0, 256, (16, 16, 3), np.uint8))
+    argv = ["test", "--model", "semanir-t-denoise-gray", "--task", "paired", "--dataset", "Pairs", "--json"]
+    for gray in ([], ["--gray"]):
+        assert main([*argv, *gray, "--data-root", str(tmp_path)]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["gray"] and r["images"] == 1 and r["psnr"] > 0
+
+
 def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_root, tmp_path):
     for argv, problem in [
         (["--task", "jpeg", "--quality", "200", "--dataset", "Classic5"], "JPEG qualities are 1-100"),

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from irformers.data.datasets import IMAGE_EXTENSIONS, DatasetError, find_dataset, group_by_stem, split_files
+from irformers.data.datasets import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    files_are_gray,
+    find_dataset,
+    group_by_stem,
+    split_files,
+)
 from irformers.engine.config import TASKS
 
 BAD_USAGE, INPUT_FAILED, INTERRUPTED = 2, 1, 130  # 130: the shell's status for Ctrl-C
@@ -57,18 +64,6 @@ def _progress(enabled: bool, desc: str) -> Callable:
     from tqdm import tqdm
 
     return lambda items: tqdm(items, desc=desc, leave=False, file=sys.stderr)
-
-
-def _files_are_gray(paths: Iterable[Path]) -> bool:
-    """Whether a set's images are single-channel (Set12, BSD68, Classic5): its first readable one says."""
-    from irformers.data.io import ImageError, read_array
-
-    for path in paths:
-        try:
-            return read_array(path, "unchanged").ndim == 2
-        except ImageError:
-            continue  # reported with the set's failures
-    return False
 
 
 def _tile(text: str) -> int | str | None:
@@ -206,7 +201,7 @@ def _degraded_gray(
     --gray or the files (`files()`, read only where it matters). Refuses gray images that make no test:
     demosaicking them, or a color model on them."""
     gray_task = args.task in ("denoise", "jpeg", "demosaic") and not model_gray  # a gray model's set: any
-    files_gray = gray_task and _files_are_gray(files())
+    files_gray = gray_task and files_are_gray(files())
     if files_gray and args.task == "demosaic":  # a mosaic of gray is no test
         raise UsageError(f"{where}: its images are gray; demosaicking restores color images")
     if files_gray and model is not None:  # three equal channels, each its own noise
@@ -241,7 +236,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         scales = _check_model_task(model, args, scales)
         label, params_m = model_label(model, args.model), sum(p.numel() for p in model.parameters()) / 1e6
         label += _options_text(args, restorer)
-        model_gray = args.task in ("denoise", "jpeg") and model.descriptor.in_channels == 1
+        model_gray = args.task in ("denoise", "jpeg", "paired") and model.descriptor.in_channels == 1
         if args.gray and not model_gray:
             raise UsageError(f"--gray: {args.model} is not a gray {args.task} model")
     names = args.dataset.split(",") if args.dataset else benchmark_sets(args.task, model_gray, args.data_root)

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from irformers.data.io import ImageError, read_array
+
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".webp")
 DATA_ENV = "IRFORMERS_DATA"
 
@@ -79,6 +81,16 @@ def images_by_stem(folder: Path) -> dict[str, Path]:
             names = ", ".join(p.name for p in paths)
             raise DatasetError(f"{folder}: {names} share a stem; which to use is ambiguous")
     return {stem: paths[0] for stem, paths in found.items()}
+
+
+def files_are_gray(paths: Iterable[Path]) -> bool:
+    """Whether a set's images are single-channel (Set12, BSD68, Classic5): its first readable one says."""
+    for path in paths:
+        try:
+            return read_array(path, "unchanged").ndim == 2
+        except ImageError:
+            continue  # reported with the set's failures
+    return False
 
 
 def find_dataset(name: str, data_root: str | Path | None = None, scale: int | None = None) -> Dataset:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset
+from irformers.data.datasets import DATA_ENV, DatasetError, files_are_gray, find_dataset
 from irformers.data.io import TEMP_GLOB, atomic_write, folder_problem
 from irformers.data.pipelines import PatchDataset, draws_before, find_items, make_loader
 from irformers.engine import distributed
@@ -463,7 +463,13 @@ class Trainer:
             sets = [find_dataset(name, root, scale) for name in cfg.val.sets]
         except DatasetError as err:
             raise DatasetError(f"val.sets: {err} (val.root, data.root or ${DATA_ENV})") from None
+        color_level_task = cfg.data.task in ("denoise", "jpeg") and not cfg.data.gray
         for dataset in sets:  # found now, not by the validation after the first steps
+            if color_level_task and files_are_gray(s.target for s in dataset.samples):  # as `test` refuses
+                raise DatasetError(
+                    f"val.sets: {dataset.root}: its images are gray, and this is a color model (three "
+                    f"copies of a gray image score higher than a color set would); validate on a color set"
+                )
             if cfg.data.task == "paired" and dataset.layout != "paired":
                 raise DatasetError(
                     f"val.sets: {dataset.root}: data.task paired validates on NAME/input/ + NAME/target/ "
