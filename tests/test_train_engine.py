@@ -222,6 +222,18 @@ def test_weights_say_the_task_they_were_trained_for(tmp_path):
     assert Trainer(config_from_dict(raw)).model.descriptor.task == "denoise"
 
 
+def test_a_validation_that_lost_an_image_says_how_many_it_scored(tmp_path, capsys):
+    """The mean of the images left was recorded as the set's score, in the log and the weights file."""
+    raw = _raw_config(tmp_path, train={"steps": 2, "warmup_steps": 0}, val={"every": 0})
+    broken = tmp_path / "data" / "Val" / "HR" / "img1.png"
+    broken.write_bytes(broken.read_bytes()[:-30])  # its header intact: found by the validation
+    summary = _train(raw)
+    assert summary["validation"]["Val"]["images"] == "1 of 2"
+    assert "validation failed: " in capsys.readouterr().err
+    meta = read_metadata(tmp_path / "runs" / "run" / "model.safetensors")
+    assert meta["training"]["validation"]["Val"]["images"] == "1 of 2"
+
+
 def test_paired_training_says_how_to_name_its_task(tmp_path, capsys):
     """Paired data says nothing of what it restores: a deblurrer kept the preset's 'denoise' unsaid."""
     (tmp_path / "data" / "Pairs").mkdir(parents=True)

@@ -731,6 +731,8 @@ class Trainer:
                 results[dataset.name] = {
                     key: round(r[key], 4) for key in ("psnr", "ssim", "psnr_b") if key in r
                 }
+                if r["failed"]:  # a mean over fewer images than the set's says so
+                    results[dataset.name]["images"] = f"{len(r['per_image'])} of {r['images']}"
             net.train(was_training)
         distributed.barrier()
         return results
