@@ -283,6 +283,36 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(v, whole["ema"][k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_step_writes_a_checkpoint_and_the_rerun_resumes_exactly(
+    tmp_path, monkeypatch, capsys, signum
+):
+    """SIGTERM (a scheduler's preemption) killed the run with no checkpoint, and Ctrl-C lost every step
+    since the last one (checkpoint.every defaults to 5000)."""
+    no_val = {"sets": []}
+    _train(_raw_config(tmp_path, "whole", val=no_val))
+    rare = {"every": 100}
+    loss = Trainer._validate
+
+    def signalled(self, model):  # at step 3, in the middle of the session
+        os.kill(os.getpid(), signum)
+        return loss(self, model)
+
+    monkeypatch.setattr(Trainer, "_validate", signalled)
+    path = _write(
+        tmp_path, _raw_config(tmp_path, "split", val={"sets": ["Val"], "every": 3}, checkpoint=rare)
+    )
+    assert main(["train", str(path)]) == 128 + signum
+    name = signal.Signals(signum).name
+    assert f"{name} at step 3: checkpoint written; rerun the command to resume" in capsys.readouterr().err
+    assert _state(tmp_path, "split")["step"] == 3
+    monkeypatch.setattr(Trainer, "_validate", loss)
+    assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # handlers given back
+    _train(_raw_config(tmp_path, "split", val=no_val, checkpoint=rare))
+    whole, split = _state(tmp_path, "whole"), _state(tmp_path, "split")
+    assert all(torch.equal(whole["model"][k], split["model"][k]) for k in whole["model"])
+
+
 def test_a_run_killed_while_writing_its_last_weights_writes_them_when_rerun(tmp_path, monkeypatch):
     """The state was written before the weights: killed between the two, a rerun found the run finished
     ("nothing to do") and the weights file stayed the previous checkpoint's for good."""
@@ -440,7 +470,8 @@ def test_sigkill_during_training_leaves_a_loadable_checkpoint(tmp_path):
     state = load_training_state(run / "train_state.pt")
     assert state["step"] >= 7
     model = model_from_file(run / "model.safetensors")
-    assert read_metadata(run / "model.safetensors")["training"]["steps"] in (state["step"] - 1, state["step"])
+    # the weights are written first: killed between the two writes, they are one checkpoint ahead
+    assert read_metadata(run / "model.safetensors")["training"]["steps"] in (state["step"], state["step"] + 1)
     assert model.descriptor.scale == 2
     # and the run resumes from it; a write the kill interrupted leaves a temporary file, cleaned up
     (run / ".model.safetensors.tmp-0123456789abcdef").write_bytes(b"half")

@@ -727,7 +727,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from irformers.engine.checkpoint import WEIGHTS_FILE, CheckpointError
     from irformers.engine.config import ConfigError, load_config
     from irformers.engine.distributed import env_info
-    from irformers.engine.trainer import Trainer, TrainingError
+    from irformers.engine.trainer import Trainer, TrainingError, TrainingInterrupted
 
     overrides = [*args.overrides, *([f"run.resume={args.resume}"] if args.resume else [])]
     main_rank = env_info().rank == 0
@@ -753,6 +753,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (TrainingError, ImageError, DatasetError) as err:  # found while training: a broken image
         print(f"irformers train: {error_line(err)}", file=sys.stderr)
         return INPUT_FAILED
+    except TrainingInterrupted as stopped:
+        if main_rank:
+            print(
+                f"irformers train: {stopped}: checkpoint written; rerun the command to resume",
+                file=sys.stderr,
+            )
+        return 128 + stopped.signum
     if main_rank:
         val = summary["validation"]
         scores = {k: v for k, v in val.items() if k != "step"}

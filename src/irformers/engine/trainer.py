@@ -28,7 +28,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +81,38 @@ _K_STREAM = 2  # generator stream of SemanIR's random k (0, 1: the data pipeline
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (divergence, ranks out of sync)."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM ended a session at a step boundary, after a checkpoint: a rerun resumes there."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
+
+
+class StopRequest:
+    """SIGINT and SIGTERM while training (Ctrl-C, a scheduler's preemption) are noted, so the step in hand
+    ends and a checkpoint is written before the session stops; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # where Python allows handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------- model
@@ -604,7 +638,8 @@ class Trainer:
                 }
             )
             session_start = time.perf_counter()
-            self._loop(net, model, loader, log, start, stop, autocast_dtype)
+            with StopRequest() as self.stop_request:
+                self._loop(net, model, loader, log, start, stop, autocast_dtype)
             self.elapsed += time.perf_counter() - session_start
             if stop <= start and info.is_main:
                 print(f"{self.run_dir}: nothing to do, the run is at step {start} of {stop}", file=sys.stderr)
@@ -706,6 +741,20 @@ class Trainer:
                 now = time.perf_counter()  # (a resumed run goes on from it: its total must match)
                 self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
             tick += time.perf_counter() - pause  # throughput counts training time only
+            signum = self._stop_signal(done)
+            if signum is not None and done < stop:
+                if done % cfg.checkpoint.every:  # not written just now
+                    now = time.perf_counter()
+                    self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
+                raise TrainingInterrupted(signum, done)
+
+    def _stop_signal(self, done: int) -> int | None:
+        """The signal to stop at this step for; ranks agree at log steps (a collective), where they stop."""
+        if not self.dist.enabled:
+            return self.stop_request.signum
+        if done % self.cfg.log.every:
+            return None
+        return next((s for s in distributed.gather(self.stop_request.signum) if s is not None), None)
 
     def _random_k(self, step: int, choices: tuple[int, ...]) -> int:
         """SemanIR's random-k training: one k per step, the same on every rank, reproducible."""
@@ -856,6 +905,7 @@ __all__ = [
     "EMA",
     "Trainer",
     "TrainingError",
+    "TrainingInterrupted",
     "build_model_from_config",
     "enable_grad_checkpointing",
     "train",
