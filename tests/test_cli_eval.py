@@ -158,11 +158,21 @@ def test_noisy_row_is_close_to_the_noise_level(capsys, data_root):
     assert r["gray"] and 20.0 < r["psnr"] < 20.9
 
 
+def test_a_set_given_by_its_absolute_path_needs_no_data_root(capsys, data_root, monkeypatch):
+    """It worked only beside a data root it then ignored ('no data root: pass --data-root')."""
+    monkeypatch.delenv("IRFORMERS_DATA", raising=False)
+    argv = ["test", "--model", "bicubic", "--task", "sr", "--scale", "2", "--json"]
+    assert main([*argv, "--dataset", str(data_root / "Set5")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["dataset"] == "Set5" and 33.6 < r["psnr"] < 33.7
+
+
 def test_bad_usage_gives_one_line_and_status_2(capsys, data_root, tmp_path):
     cases = [
         (["--dataset", "NoSuchSet", "--data-root", str(data_root)], "unknown dataset 'NoSuchSet'"),
         (["--dataset", "Set5", "--data-root", str(tmp_path / "nowhere")], "data root is not a folder"),
         (["--dataset", "Empty", "--data-root", str(tmp_path)], "no images"),
+        (["--dataset", str(tmp_path / "Gone")], "Gone: no such dataset folder"),
     ]
     (tmp_path / "Empty").mkdir()
     for extra, message in cases:

@@ -94,9 +94,16 @@ def files_are_gray(paths: Iterable[Path]) -> bool:
 
 
 def find_dataset(name: str, data_root: str | Path | None = None, scale: int | None = None) -> Dataset:
-    """Locate benchmark set ``name`` under the data root and pair its files for the task at hand."""
-    root = resolve_data_root(data_root)
-    folder = root / name
+    """Locate benchmark set ``name`` under the data root (an absolute path needs none) and pair its files
+    for the task at hand."""
+    given = Path(name).expanduser()
+    if given.is_absolute():  # the table names it by its folder
+        folder, name = given, given.name
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: no such dataset folder")
+    else:
+        root = resolve_data_root(data_root)
+        folder = root / name
     if not folder.is_dir():
         known = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         raise DatasetError(f"{folder}: unknown dataset '{name}' (found: {', '.join(known) or 'nothing'})")
