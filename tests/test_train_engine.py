@@ -152,8 +152,8 @@ def test_a_run_started_afresh_over_its_state_says_so(tmp_path, capsys):
 
 
 def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
-    """Same recipe (another stop_at): silent. Changed: one note naming each change. Nothing to do: the
-    run folder keeps the recipe it was trained with."""
+    """Same recipe (another stop_at): the resume alone is said. Changed: one note naming each change.
+    Nothing to do: the run folder keeps the recipe it was trained with."""
     no_val = {"sets": []}
     _train(_raw_config(tmp_path, val=no_val, run={"stop_at": 3}))
     saved = tmp_path / "runs" / "run" / "config.yaml"  # as a version without train.cosine_start wrote it
@@ -161,7 +161,8 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     del older["train"]["cosine_start"]
     saved.write_text(yaml.safe_dump(older))
     _train(_raw_config(tmp_path, val=no_val))
-    assert "note:" not in capsys.readouterr().err  # the key it lacks had its default: no change
+    err = capsys.readouterr().err  # the key it lacks had its default: no change
+    assert "resumes at step 3 (run.resume=never starts afresh)" in err and "changed" not in err
     _train(_raw_config(tmp_path, val=no_val, train={"steps": 4, "lr": 5e-4}))
     err = capsys.readouterr().err
     assert "resumes at step 6 with a changed recipe: train.lr: 0.001 -> 0.0005; train.steps: 6 -> 4" in err
@@ -229,7 +230,9 @@ def test_a_validation_that_lost_an_image_says_how_many_it_scored(tmp_path, capsy
     broken.write_bytes(broken.read_bytes()[:-30])  # its header intact: found by the validation
     summary = _train(raw)
     assert summary["validation"]["Val"]["images"] == "1 of 2"
-    assert "validation failed: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "validation failed: " in err
+    assert "step 2 validation: Val psnr " in err and " images 1 of 2" in err  # said, not only logged
     meta = read_metadata(tmp_path / "runs" / "run" / "model.safetensors")
     assert meta["training"]["validation"]["Val"]["images"] == "1 of 2"
 

@@ -389,6 +389,15 @@ class RunLog:
         elif text:
             print(text, file=sys.stderr, flush=True)
 
+    def say(self, text: str) -> None:
+        """A line on stderr that stays, above the progress bar if there is one."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         for handle in (self.bar, self.writer, self.file):
             if handle is not None:
@@ -660,13 +669,11 @@ class Trainer:
             listed = recipe_changes(self.resume_from.parent / CONFIG_FILE, cfg)
             if self.resumed_world != self.dist.world_size:  # each step's draws, the global batch, change too
                 listed.append(f"processes {self.resumed_world} -> {self.dist.world_size}")
-            if listed:
-                changes = "; ".join(listed)
-                print(
-                    f"note: {self.run_dir} resumes at step {start} with a changed recipe: {changes} "
-                    f"(run.resume=never starts afresh)",
-                    file=sys.stderr,
-                )
+            changes = f" with a changed recipe: {'; '.join(listed)}" if listed else ""
+            print(
+                f"note: {self.run_dir} resumes at step {start}{changes} (run.resume=never starts afresh)",
+                file=sys.stderr,
+            )
         own_state = self.run_dir / STATE_FILE
         if cfg.run.resume == "never" and own_state.is_file():
             try:
@@ -737,6 +744,12 @@ class Trainer:
             if self.val_sets and (done == t.steps or (cfg.val.every and done % cfg.val.every == 0)):
                 self.validation = {"step": done, **self._validate(model)}
                 log.write({"kind": "val", **self.validation})
+                scores = (
+                    f"{name} " + " ".join(f"{m} {v}" for m, v in r.items())
+                    for name, r in self.validation.items()
+                    if name != "step"
+                )
+                log.say(f"step {done} validation: {'; '.join(scores)}")
             if done % cfg.checkpoint.every == 0 or done == stop:  # its time counts the validation
                 now = time.perf_counter()  # (a resumed run goes on from it: its total must match)
                 self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
