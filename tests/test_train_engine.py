@@ -589,6 +589,9 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
     )
     assert "model.k: expected a int" in _cli_error(tmp_path, capsys, raw, "model.k=many")
     assert "unknown model preset 'nope'" in _cli_error(tmp_path, capsys, raw, "model.preset=nope")
+    assert "unknown model preset 'semanir-t-srx2'; did you mean semanir-t-sr-x2" in _cli_error(
+        tmp_path, capsys, raw, "model.preset=semanir-t-srx2"
+    )
     assert "upscales x2 but the data asks for x3" in _cli_error(tmp_path, capsys, raw, "data.scale=3")
     gray = _cli_error(tmp_path, capsys, raw, "data.gray=true")
     assert "takes 3 and gives 3 channels, but task 'sr' gray data gives 1" in gray
@@ -621,6 +624,11 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
     absent = f"cuda:{gpus}"  # one past the last GPU: absent on every machine
     missing = _cli_error(tmp_path, capsys, raw, f"run.device={absent}")
     assert f"needs {absent}, but this machine has" in missing
+    (tmp_path / "runs" / "run").mkdir(parents=True)
+    (tmp_path / "runs" / "run" / "train_state.pt").write_bytes(b"not a state")  # damaged: what to do said
+    assert "not a readable training state" in (damaged := _cli_error(tmp_path, capsys, raw))
+    assert damaged.endswith("; run.resume=never starts the run afresh")
+    (tmp_path / "runs" / "run" / "train_state.pt").unlink()
     broken = tmp_path / "data" / "train" / "img3.png"
     broken.write_bytes(broken.read_bytes()[:100])
     assert "img3.png: not a readable image" in _cli_error(tmp_path, capsys, raw)

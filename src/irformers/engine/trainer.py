@@ -476,7 +476,10 @@ class Trainer:
         if cfg.log.tensorboard:
             _tensorboard_writer()
         self.resume_from = self._resume_path()
-        self.resume_state = load_training_state(self.resume_from) if self.resume_from else None
+        try:
+            self.resume_state = load_training_state(self.resume_from) if self.resume_from else None
+        except CheckpointError as err:  # a damaged state need not end the run folder
+            raise CheckpointError(f"{err}; run.resume=never starts the run afresh") from None
         if self.resume_state is not None:
             version = self.resume_state.get("version", 1)
             if version > STATE_VERSION:  # its keys may mean what this version cannot know

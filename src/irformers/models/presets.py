@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from pathlib import Path
 from types import ModuleType
@@ -21,8 +22,11 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        known = ", ".join(sorted(PRESETS))
-        raise KeyError(f"unknown model preset {name!r}; known presets: {known}") from None
+        close = difflib.get_close_matches(str(name), PRESETS, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise KeyError(
+            f"unknown model preset {name!r}; {hint}known presets: {', '.join(sorted(PRESETS))}"
+        ) from None
 
 
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # weights shipped in the package: <preset>.safetensors
