@@ -427,15 +427,8 @@ def test_degrade_never_writes_over_its_inputs(capsys, tmp_path):
     )
 
 
-def test_a_model_the_images_do_not_fit_fails_each_image_by_name(capsys, tmp_path):
-    """A gray model on color pairs, and a set whose first image is broken: reported, not a traceback."""
-    for sub in ("input", "target"):
-        (tmp_path / "Pairs" / sub).mkdir(parents=True)
-        cv2.imwrite(str(tmp_path / "Pairs" / sub / "a.png"), np.zeros((16, 16, 3), np.uint8))
-    argv = ["test", "--task", "paired", "--dataset", "Pairs", "--data-root", str(tmp_path), "--json"]
-    assert main([*argv, "--model", "semanir-t-denoise-gray"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Pairs/input/a.png: a 3-channel image" in err[0] and "1 channel" in err[0]
+def test_a_set_whose_first_image_is_broken_is_reported_not_a_traceback(capsys, tmp_path):
+    """(A gray model on color pairs, which failed each image by name, now reads them as gray: below.)"""
     (tmp_path / "Gray").mkdir()
     (tmp_path / "Gray" / "0.png").write_bytes(b"not an image")
     cv2.imwrite(str(tmp_path / "Gray" / "1.png"), np.zeros((16, 16), np.uint8))
