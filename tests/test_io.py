@@ -323,6 +323,25 @@ def test_tiff_orientation(tmp_path, rng, kind, orientation):
     np.testing.assert_array_equal(read_array(src, "unchanged"), pixels)
 
 
+def test_tiff_orientation_stored_as_a_long(tmp_path, rng):
+    """Some writers store tag 274 as a LONG, which was left for Pillow to misread (unrotated)."""
+    import struct
+
+    rgba = _u8(rng, 3, 5, 4)
+    src = tmp_path / "long.tif"
+    Image.fromarray(rgba).save(src, tiffinfo={0x0112: 6})
+    data = bytearray(src.read_bytes())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0], 12):
+        if struct.unpack_from("<H", data, entry)[0] == 0x0112:
+            struct.pack_into("<HHII", data, entry, 0x0112, 4, 1, 6)
+    src.write_bytes(bytes(data))
+    img = read_image(src)
+    expected = _oriented(rgba, 6)
+    np.testing.assert_array_equal(to_uint(img.pixels), expected[..., :3])
+    np.testing.assert_array_equal(to_uint(img.alpha), expected[..., 3])
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 

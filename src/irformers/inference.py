@@ -331,13 +331,12 @@ def tiled_forward(
     rows, cols = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
     wy, wx = axis_weights(rows, h, scale), axis_weights(cols, w, scale)
     out = torch.zeros(1, out_channels, h * scale, w * scale, dtype=torch.float32)
-    bar = _bar(len(rows) * len(cols), "tiles", progress)
-    for (y0, y1), ry in zip(rows, wy, strict=True):
-        for (x0, x1), rx in zip(cols, wx, strict=True):
-            y = fn(x[..., y0:y1, x0:x1])
-            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] += y * (ry[:, None] * rx[None, :])
-            bar.update()
-    bar.close()
+    with _bar(len(rows) * len(cols), "tiles", progress) as bar:  # closed on an error too
+        for (y0, y1), ry in zip(rows, wy, strict=True):
+            for (x0, x1), rx in zip(cols, wx, strict=True):
+                y = fn(x[..., y0:y1, x0:x1])
+                out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] += y * (ry[:, None] * rx[None, :])
+                bar.update()
     return out
 
 
@@ -379,6 +378,15 @@ def self_ensemble(fn: TileFn, bayer_input: bool = False) -> TileFn:
 
 class TileWarning(UserWarning):
     """An asked tile that runs otherwise: rounded to the model's grid, or unable to overlap (seams)."""
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, numpy's MemoryError, or the plain RuntimeError of the CPU's and MPS's
+    allocators."""
+    text = str(err)
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
+        "can't allocate memory" in text or "out of memory" in text
+    )
 
 
 class OutOfMemory(InputError):
@@ -494,18 +502,18 @@ class Restorer:
                     overlap=plan[1],
                     progress=self.progress,
                 )
-        except (RuntimeError, MemoryError) as err:  # the CPU's allocator raises a plain RuntimeError
-            if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and "can't allocate" not in str(
-                err
-            ):
+        except (RuntimeError, MemoryError) as err:
+            if not _out_of_memory(err):
                 raise
+            y = None  # what the failed image held is freed once this block ends
+        if y is None:
             if self.device.type == "cuda":
-                torch.cuda.empty_cache()  # what the failed image held, for the next one
+                torch.cuda.empty_cache()  # for the next image
             ran = f"in {plan[0]}-px tiles" if plan else "whole"
             raise OutOfMemory(
                 f"out of memory on {self.device} restoring it {ran} ({x.shape[-1]}x{x.shape[-2]}); "
                 f"try a smaller --tile"
-            ) from None
+            )
         out = y[0].permute(1, 2, 0).numpy()
         return out.mean(axis=2, keepdims=True) if to_gray else out
 

@@ -303,8 +303,9 @@ def _as_stored(tiff: bytes) -> bytes:
     ifd = struct.unpack_from(order + "I", tiff, 4)[0]
     out = bytearray(tiff)
     for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from(order + "H", tiff, ifd)[0], 12):
-        if struct.unpack_from(order + "HH", tiff, entry) == (ExifTags.Base.Orientation, 3):  # a SHORT
-            struct.pack_into(order + "H", out, entry + 8, 1)
+        tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+        if tag == ExifTags.Base.Orientation and kind in (3, 4):  # SHORT, or LONG as some writers store it
+            struct.pack_into(order + ("H" if kind == 3 else "I"), out, entry + 8, 1)
     return bytes(out)
 
 
@@ -356,7 +357,7 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
                 im.load()
             arr = None
             if by_pillow:
-                with Image.open(BytesIO(_as_stored(data))) as stored:
+                with Image.open(BytesIO(_as_stored(data) if orientation != 1 else data)) as stored:
                     arr = np.asarray(stored)
     except Exception as e:  # Pillow reports bad data as OSError, SyntaxError, ValueError, struct.error, ...
         if fmt == "TIFF":  # Pillow has no mode for some valid TIFFs (3-channel float): OpenCV says what it is
