@@ -1,5 +1,9 @@
 """Training data pipelines: patches degraded as the test conventions say, a reproducible draw stream."""
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -287,3 +291,25 @@ def test_bad_training_data_gives_one_clear_error(tmp_path, monkeypatch):
         assert f"a{suffix}: 16-bit images are not supported (8-bit only)" in message, message
     monkeypatch.delenv("IRFORMERS_DATA", raising=False)
     assert "needs data.root" in _error(DataConfig(task="denoise", sigma=25, train=[SourceConfig("x")]))
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="workers tell senders apart on Linux only")
+def test_data_workers_ignore_others_sigterm_but_end_on_the_trainers(tmp_path):
+    """Ignoring every SIGTERM hung the exit of a process whose loader was still running: multiprocessing
+    ends such workers with SIGTERM and waits for them."""
+    script = tmp_path / "exits.py"
+    script.write_text(
+        "import os, signal, time, torch\n"
+        "from irformers.data.pipelines import _leave_signals_to_the_trainer\n"
+        "loader = torch.utils.data.DataLoader(list(range(1000)), num_workers=1,"
+        " worker_init_fn=_leave_signals_to_the_trainer)\n"
+        "it = iter(loader)\n"
+        "next(it)\n"
+        "worker = it._workers[0].pid\n"
+        "os.system(f'kill -TERM {worker}')  # another process's SIGTERM, as a scheduler's: ignored\n"
+        "time.sleep(0.5)\n"
+        "assert it._workers[0].is_alive() and next(it) is not None\n"
+        "# exits with the worker running: multiprocessing's SIGTERM comes from here, and ends it\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    subprocess.run([sys.executable, str(script)], env=env, timeout=60, check=True)

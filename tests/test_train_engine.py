@@ -1,6 +1,7 @@
 """The trainer: exact resume, data-parallel ranks, crash safety, precision options, bad input."""
 
 import copy
+import errno
 import json
 import os
 import signal
@@ -342,22 +343,26 @@ def test_a_run_killed_while_writing_its_last_weights_writes_them_when_rerun(tmp_
     assert read_metadata(tmp_path / "runs" / "killed" / "model.safetensors")["training"]["steps"] == 6
 
 
-@pytest.mark.skipif(os.name != "posix", reason="the run-folder lock is an flock (POSIX)")
+@pytest.mark.skipif(os.name != "posix", reason="the run-folder lock is a POSIX record lock")
 def test_a_second_training_in_a_busy_run_folder_is_refused(tmp_path, capsys):
     """Two trainings (or a killed torchrun's orphaned workers and its rerun) wrote one folder at once."""
-    import fcntl
-
     no_val = {"sets": []}
     _train(_raw_config(tmp_path, val=no_val, run={"stop_at": 2}))
-    with open(tmp_path / "runs" / "run" / ".lock", "a+") as held:  # as another process holding it
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held.truncate(0)
-        held.write("4242\n")
-        held.flush()
+    holder = (  # another process holding the lock, as a running training does
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.lockf(f, fcntl.LOCK_EX); "
+        "f.truncate(0); f.write('4242'); f.flush(); print('held', flush=True); time.sleep(60)"
+    )
+    lock = str(tmp_path / "runs" / "run" / ".lock")
+    proc = subprocess.Popen([sys.executable, "-c", holder, lock], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
         assert main(["train", str(_write(tmp_path, _raw_config(tmp_path, val=no_val)))]) == 1
         assert "another training (pid 4242) is running in this run folder" in capsys.readouterr().err
         assert _state(tmp_path, "run")["step"] == 2
-    assert _train(_raw_config(tmp_path, val=no_val))["steps"] == 6  # released: it resumes
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _train(_raw_config(tmp_path, val=no_val))["steps"] == 6  # released with its process: resumes
 
 
 def _torchrun(*args: str) -> None:
@@ -445,6 +450,55 @@ def test_a_resumed_run_log_drops_what_the_killed_session_logged_past_its_state(t
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert 9.0 not in [r["loss"] for r in records if r["kind"] == "train"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
+def test_sigterm_to_the_process_group_with_data_workers_ends_with_a_checkpoint(tmp_path):
+    """A scheduler signals every process of a job: a data worker that died of it made the trainer fail
+    mid-step (DataLoader worker ... is killed by signal), with no checkpoint."""
+    raw = _raw_config(tmp_path, "term", train={"steps": 100_000}, val={"sets": []}, data={"num_workers": 2})
+    raw["checkpoint"] = {"every": 100_000}
+    (tmp_path / "term.yaml").write_text(json.dumps(raw))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "irformers", "train", str(tmp_path / "term.yaml")]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = tmp_path / "runs" / "term" / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and log.read_text().count('"train"') >= 3):
+        assert time.time() < deadline and proc.poll() is None, "training did not get going"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # the trainer and its workers, as a scheduler does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    stopped = int(err.split("SIGTERM at step ")[1].split(":")[0])
+    assert _state(tmp_path, "term")["step"] == stopped >= 3
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signal dispositions are POSIX")
+def test_a_signal_the_process_ignores_stays_ignored_and_a_lock_error_is_a_note(tmp_path, monkeypatch, capsys):
+    """nohup-style SIGINT ignoring was overridden; a file system without locks made every training fail
+    as 'another training is running'."""
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        trainer = Trainer(config_from_dict(_raw_config(tmp_path, val={"sets": []})))
+        original = trainer._loop
+
+        def loop(*args):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # still ignored while training
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # noted
+            return original(*args)
+
+        trainer._loop = loop
+        assert trainer.fit()["steps"] == 6
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "the run folder cannot be locked (No locks available); nothing stops" in capsys.readouterr().err
 
 
 def test_sigkill_during_training_leaves_a_loadable_checkpoint(tmp_path):

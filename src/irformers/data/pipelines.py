@@ -14,6 +14,8 @@ patch, identical to cropping the LR of the whole image), unclipped float Gaussia
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -386,4 +388,22 @@ def make_loader(
         num_workers=data.num_workers,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_leave_signals_to_the_trainer,
     )
+
+
+def _leave_signals_to_the_trainer(worker_id: int) -> None:
+    """Workers ignore Ctrl-C, and SIGTERM but from the trainer, which a terminal or a scheduler sends the
+    whole process group: a worker that died of one failed the trainer mid-step instead of letting it end
+    the step with a checkpoint. The trainer's own SIGTERM (its exit stopping workers it did not shut
+    down) still ends them: ignored, it hung that exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):  # Linux: who sent it; elsewhere SIGTERM keeps its default
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_end_on_the_trainers_sigterm, args=(os.getppid(),), daemon=True).start()
+
+
+def _end_on_the_trainers_sigterm(trainer: int) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != trainer:
+        pass
+    os._exit(0)

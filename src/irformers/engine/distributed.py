@@ -61,6 +61,9 @@ def pick_device(preference: str, info: DistInfo) -> torch.device:
     return device
 
 
+_CPU_GROUP = None  # gloo beside NCCL: a flag every step without waiting for the GPU; None: the default group
+
+
 def init(info: DistInfo, device: torch.device) -> None:
     """Join the process group (NCCL for CUDA, gloo otherwise); nothing to do for a world of one."""
     if info.enabled and not dist.is_initialized():
@@ -76,11 +79,24 @@ def init(info: DistInfo, device: torch.device) -> None:
         dist.init_process_group(
             backend, rank=info.rank, world_size=info.world_size, timeout=COLLECTIVE_TIMEOUT, **kwargs
         )
+        global _CPU_GROUP
+        _CPU_GROUP = dist.new_group(backend="gloo") if backend == "nccl" else None  # None: the default
+
+
+def largest(value: int) -> int:
+    """The largest of the ranks' `value`s (a world of one: its own), on the CPU group: cheap every step."""
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor([value])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_CPU_GROUP)
+    return int(tensor.item())
 
 
 def shutdown() -> None:
+    global _CPU_GROUP
     if dist.is_initialized():
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # every group
+    _CPU_GROUP = None
 
 
 def barrier() -> None:

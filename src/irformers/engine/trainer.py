@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import errno
 import functools
 import hashlib
 import json
@@ -93,22 +94,30 @@ class TrainingInterrupted(Exception):
 
 class StopRequest:
     """SIGINT and SIGTERM while training (Ctrl-C, a scheduler's preemption) are noted, so the step in hand
-    ends and a checkpoint is written before the session stops; a second SIGINT interrupts at once."""
+    ends and a checkpoint is written before the session stops; a second SIGINT interrupts at once. A
+    signal the process was started ignoring (`nohup`, `cmd &` in a script) stays ignored."""
 
-    def __init__(self) -> None:
+    def __init__(self, say: bool = True) -> None:
         self.signum: int | None = None
+        self.say = say  # rank 0 says what happens; the others keep quiet
         self.previous: dict = {}
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # where Python allows handlers
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._note)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self.previous[sig] = signal.signal(sig, self._note)
         return self
 
     def _note(self, signum: int, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
+        if self.say:  # os.write: a print could land inside another print to stderr
+            name = signal.Signals(signum).name
+            os.write(
+                2, f"\n{name}: stopping after this step, with a checkpoint (Ctrl-C again: at once)\n".encode()
+            )
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
@@ -136,6 +145,12 @@ def _with_trained_task(cfg: Config) -> dict:
     if len(tasks) != 1 or tasks == {"paired"} or "task" in cfg.model:
         return cfg.model
     return {**cfg.model, "task": tasks.pop()}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """A file's modification time and size: whether it was rewritten."""
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _source_tasks(cfg: Config) -> set[str]:
@@ -477,6 +492,7 @@ class Trainer:
             _tensorboard_writer()
         self.resume_from = self._resume_path()
         try:
+            self._state_stamp = _stamp(self.resume_from) if self.resume_from else None
             self.resume_state = load_training_state(self.resume_from) if self.resume_from else None
         except CheckpointError as err:  # a damaged state need not end the run folder
             raise CheckpointError(f"{err}; run.resume=never starts the run afresh") from None
@@ -560,21 +576,32 @@ class Trainer:
     @contextlib.contextmanager
     def _run_folder_lock(self):
         """One training at a time in a run folder: two (or a killed torchrun's orphaned workers beside its
-        rerun) interleaved their checkpoints and logs. Rank 0 holds an flock, which the OS drops with the
-        process; every rank learns whether it got it."""
+        rerun) interleaved their checkpoints and logs. Rank 0 holds a POSIX record lock (lockf: the data
+        workers it forks do not inherit it, and the OS drops it with the process); every rank learns
+        whether it got it. A file system without locks trains unguarded, with a note."""
         lock, holder = None, None
         if self.dist.is_main and fcntl is not None:  # POSIX; elsewhere unguarded
             self.run_dir.mkdir(parents=True, exist_ok=True)
             lock = open(self.run_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held until the run ends)
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                lock.truncate(0)
-                lock.write(f"{os.getpid()}\n")
-                lock.flush()
-            except OSError:
-                lock.seek(0)
-                holder = (lock.read().split() or ["?"])[0]
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno in (errno.EACCES, errno.EAGAIN):  # held by another process
+                    lock.seek(0)
+                    holder = (lock.read().split() or ["?"])[0]
+                else:
+                    print(
+                        f"note: {self.run_dir}: the run folder cannot be locked ({err.strerror}); nothing "
+                        f"stops a second training from writing into it",
+                        file=sys.stderr,
+                    )
                 lock.close()
+                lock = None
+            else:
+                with contextlib.suppress(OSError):  # the pid only names the holder in the message
+                    lock.truncate(0)
+                    lock.write(f"{os.getpid()}\n")
+                    lock.flush()
         try:
             holders = distributed.gather(holder)
             if holders[0] is not None:
@@ -582,10 +609,18 @@ class Trainer:
                     f"{self.run_dir}: another training (pid {holders[0]}) is running in this run folder; "
                     f"let it end or stop it, or choose another run.name"
                 )
+            self._reload_a_state_changed_meanwhile()
             yield
         finally:
             if lock is not None:
                 lock.close()
+
+    def _reload_a_state_changed_meanwhile(self) -> None:
+        """A training that held the folder while this one started may have checkpointed since `__init__`
+        read the state: resuming that older state would overwrite newer checkpoints."""
+        if self.resume_from is not None and self._state_stamp != _stamp(self.resume_from):
+            self.resume_state = load_training_state(self.resume_from)
+            self.model.load_state_dict(self.resume_state["model"])
 
     def _fit(self) -> dict:
         cfg, info, device, t = self.cfg, self.dist, self.device, self.cfg.train
@@ -650,7 +685,8 @@ class Trainer:
                 }
             )
             session_start = time.perf_counter()
-            with StopRequest() as self.stop_request:
+            self.stop_request = StopRequest(info.is_main)
+            with self.stop_request:
                 self._loop(net, model, loader, log, start, stop, autocast_dtype)
             self.elapsed += time.perf_counter() - session_start
             if stop <= start and info.is_main:
@@ -757,20 +793,17 @@ class Trainer:
                 now = time.perf_counter()  # (a resumed run goes on from it: its total must match)
                 self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
             tick += time.perf_counter() - pause  # throughput counts training time only
-            signum = self._stop_signal(done)
+            signum = self._stop_signal()
             if signum is not None and done < stop:
                 if done % cfg.checkpoint.every:  # not written just now
                     now = time.perf_counter()
                     self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
                 raise TrainingInterrupted(signum, done)
 
-    def _stop_signal(self, done: int) -> int | None:
-        """The signal to stop at this step for; ranks agree at log steps (a collective), where they stop."""
-        if not self.dist.enabled:
-            return self.stop_request.signum
-        if done % self.cfg.log.every:
-            return None
-        return next((s for s in distributed.gather(self.stop_request.signum) if s is not None), None)
+    def _stop_signal(self) -> int | None:
+        """The signal to stop at this step for: every step, the ranks agree (torchrun kills its processes
+        30 s after passing a signal on, so a checkpoint cannot wait for the next log step)."""
+        return distributed.largest(self.stop_request.signum or 0) or None
 
     def _random_k(self, step: int, choices: tuple[int, ...]) -> int:
         """SemanIR's random-k training: one k per step, the same on every rank, reproducible."""
