@@ -1,5 +1,6 @@
 """Shared frames and layers: padding, windows, position bias, stage convs, the two frames' wiring."""
 
+import copy
 import math
 
 import numpy as np
@@ -88,20 +89,21 @@ def test_continuous_position_bias_shape_range_and_params():
     assert sum(p.numel() for p in cpb.parameters()) == 2 * 512 + 512 + 512 * 4
 
 
-def test_position_bias_table_is_cached_only_without_autograd_and_until_weights_change():
-    cpb = ContinuousPositionBias(2, hidden=16)
+def test_position_bias_follows_its_weights_however_they_change():
+    """A table cached per window at inference outlived weights changed without moving their version
+    counters: outputs off by 0.015 after `p.data.copy_`, and for a deepcopy given other weights."""
+    torch.manual_seed(0)
+    a, b = ContinuousPositionBias(2, hidden=16), ContinuousPositionBias(2, hidden=16)
     with torch.no_grad():
-        first = cpb((4, 4))
-        assert cpb((4, 4)) is first  # reused
-        assert cpb((2, 2)) is not first  # one table per window size
-        cpb.mlp[2].weight.mul_(2)  # in-place, as an optimizer step or load_state_dict does
-        changed = cpb((4, 4))
-    assert changed is not first and not torch.equal(changed, first)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert cpb((4, 4)).dtype == torch.bfloat16  # not the fp32 table cached outside autocast
-    trained = cpb((4, 4))
-    assert trained.requires_grad and trained is not changed  # with autograd: always recomputed
-    torch.testing.assert_close(trained.detach(), changed)
+        a((4, 4))
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            pa.data.copy_(pb.data)
+        assert torch.equal(a((4, 4)), b((4, 4)))
+        c = ContinuousPositionBias(2, hidden=16)
+        c((4, 4))
+        d = copy.deepcopy(c)
+        d.load_state_dict(ContinuousPositionBias(2, hidden=16).state_dict())
+        assert not torch.equal(d((4, 4)), c((4, 4)))
 
 
 def test_mlp_and_droppath():
