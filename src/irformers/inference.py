@@ -2,9 +2,10 @@
 
 Tiling keeps memory bounded by the tile whatever the image size. Tiles are square, a multiple of the
 model's grid (the descriptor's ``tile_multiple``: its size multiple, for U-Nets the coarsest level's
-window), and start on multiples of it, so every tile sees the same attention windows as a whole-image
-pass (the model pads a short last tile at the image border exactly as it pads the whole image); tiled
-and untiled outputs then differ only where context was cut at a tile edge. Neighbouring tiles overlap,
+window), and start on multiples of it, so every tile sees the same windows as a whole-image pass, but
+for Hi-IR's L3 blocks (planned from the size of what runs) and a short last tile whose coarse U-Net levels
+are smaller than a window (which shrinks to them); tiled and untiled outputs differ mostly where context
+was cut at a tile edge (README, Tiling, has measured scores). Neighbouring tiles overlap,
 and each is weighted by a raised-cosine ramp across the overlap (weight near 0 at a tile's own edge,
 where it lacks context); the weights of a grid of tiles are separable and are normalised per axis, so
 they sum to exactly one everywhere and the output needs no weight buffer.
