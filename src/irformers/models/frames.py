@@ -414,7 +414,9 @@ class FramedModel(nn.Module):
         return [self.get_submodule(name) for name in self._stage_names]
 
     def size_multiple(self, cfg: dict) -> int:
-        """What the input's sides must be multiples of for the stages to need no padding of their own."""
+        """What the frame pads the input's sides to a multiple of: the downsamplings' 8 for U-Nets, and
+        the windows as far as an architecture wants them whole (SemanIR's U-Net pads a coarse level to
+        its window itself, rather than every image to 8 windows)."""
         raise NotImplementedError
 
     def training_advice(self, patch: int) -> list[str]:
