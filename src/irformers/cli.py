@@ -390,7 +390,6 @@ def _restore_one(path: Path, out: Path, restorer, scale: int) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-
     from irformers.data.io import MAX_BIT_DEPTH, ImageError
     from irformers.inference import model_label
 
@@ -495,6 +494,7 @@ def _duration(stages: list[dict]) -> str:
 def _training_lines(summary: dict) -> list[str]:
     """The training summary, one line per stage, oldest first (``--json`` shows it as stored)."""
     from irformers.engine.checkpoint import training_stages
+    from irformers.evaluate import scores_text
 
     stages = training_stages(summary)
     steps = sum(s.get("steps", 0) for s in stages)
@@ -516,15 +516,10 @@ def _training_lines(summary: dict) -> list[str]:
             line += f" ({seed}{patches}, {recipe['loss']} loss"
             held = f" from step {recipe['cosine_start']}" if recipe.get("cosine_start") else ""
             line += f", lr {recipe['lr']} {recipe['schedule']}{held}, {recipe['precision']})"
-        val = dict(stage.get("validation") or {})
+        val = stage.get("validation") or {}
         if val:
-            at = val.pop("step", None)
-            scores = "; ".join(
-                f"{name} " + " ".join(f"{m} {v}" for m, v in metrics.items())
-                for name, metrics in val.items()
-                if isinstance(metrics, dict)
-            )
-            line += f"; validation{f' at step {at}' if at is not None else ''}: {scores}"
+            at = val.get("step")
+            line += f"; validation{f' at step {at}' if at is not None else ''}: {scores_text(val)}"
         lines.append(line)
     return lines
 

@@ -240,6 +240,16 @@ def evaluate(
     }
 
 
+def scores_text(scores: dict) -> str:
+    """A validation's scores on one line: `Set12 psnr 30.1668 ssim 0.8548; BSD68 ...` (non-set keys,
+    such as its step, left out)."""
+    return "; ".join(
+        f"{name} " + " ".join(f"{key} {value}" for key, value in metrics.items())
+        for name, metrics in scores.items()
+        if isinstance(metrics, dict)
+    )
+
+
 def format_table(results: list[dict]) -> str:
     """Results in the papers' layout: one row per (model, setting), one 'PSNR/SSIM' column per set."""
     columns = list(dict.fromkeys(r["dataset"] for r in results))

@@ -104,9 +104,9 @@ def find_dataset(name: str, data_root: str | Path | None = None, scale: int | No
     else:
         root = resolve_data_root(data_root)
         folder = root / name
-    if not folder.is_dir():
-        known = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        raise DatasetError(f"{folder}: unknown dataset '{name}' (found: {', '.join(known) or 'nothing'})")
+        if not folder.is_dir():
+            known = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            raise DatasetError(f"{folder}: unknown dataset '{name}' (found: {', '.join(known) or 'nothing'})")
     if (folder / "HR").is_dir():
         return _sr_dataset(name, folder, scale)
     if (folder / "input").is_dir() and (folder / "target").is_dir():

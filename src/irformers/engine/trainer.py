@@ -69,7 +69,7 @@ from irformers.engine.config import (
 )
 from irformers.engine.losses import pixel_loss
 from irformers.engine.schedule import lr_at
-from irformers.evaluate import Degradation, evaluate
+from irformers.evaluate import Degradation, evaluate, scores_text
 from irformers.inference import Restorer
 
 STATE_FILE = "train_state.pt"
@@ -653,7 +653,7 @@ class Trainer:
         stop = min(t.steps, cfg.run.stop_at or t.steps)
         start = self.step
         if info.is_main:
-            self._say_what_is_replaced(start)
+            self._say_what_is_replaced(start, stop)
         if info.is_main and stop > start:  # "nothing to do" keeps the recipe the run was trained with
             save_config(cfg, self.run_dir / CONFIG_FILE)
 
@@ -701,18 +701,20 @@ class Trainer:
             log.close()
         return summary
 
-    def _say_what_is_replaced(self, start: int) -> None:
-        """A resumed run's changed recipe, or a state that run.resume=never overwrites: said, not silent."""
+    def _say_what_is_replaced(self, start: int, stop: int) -> None:
+        """A resume (with what its recipe changes), or a state that run.resume=never overwrites: said, not
+        silent. A finished run says "nothing to do" instead of that it resumes."""
         cfg = self.cfg
         if self.resume_from is not None:  # its run folder holds the recipe it followed
             listed = recipe_changes(self.resume_from.parent / CONFIG_FILE, cfg)
             if self.resumed_world != self.dist.world_size:  # each step's draws, the global batch, change too
                 listed.append(f"processes {self.resumed_world} -> {self.dist.world_size}")
-            changes = f" with a changed recipe: {'; '.join(listed)}" if listed else ""
-            print(
-                f"note: {self.run_dir} resumes at step {start}{changes} (run.resume=never starts afresh)",
-                file=sys.stderr,
-            )
+            if listed or stop > start:
+                changes = f" with a changed recipe: {'; '.join(listed)}" if listed else ""
+                print(
+                    f"note: {self.run_dir} resumes at step {start}{changes} (run.resume=never starts afresh)",
+                    file=sys.stderr,
+                )
         own_state = self.run_dir / STATE_FILE
         if cfg.run.resume == "never" and own_state.is_file():
             try:
@@ -783,12 +785,7 @@ class Trainer:
             if self.val_sets and (done == t.steps or (cfg.val.every and done % cfg.val.every == 0)):
                 self.validation = {"step": done, **self._validate(model)}
                 log.write({"kind": "val", **self.validation})
-                scores = (
-                    f"{name} " + " ".join(f"{m} {v}" for m, v in r.items())
-                    for name, r in self.validation.items()
-                    if name != "step"
-                )
-                log.say(f"step {done} validation: {'; '.join(scores)}")
+                log.say(f"step {done} validation: {scores_text(self.validation)}")
             if done % cfg.checkpoint.every == 0 or done == stop:  # its time counts the validation
                 now = time.perf_counter()  # (a resumed run goes on from it: its total must match)
                 self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
