@@ -365,6 +365,18 @@ def test_a_second_training_in_a_busy_run_folder_is_refused(tmp_path, capsys):
     assert _train(_raw_config(tmp_path, val=no_val))["steps"] == 6  # released with its process: resumes
 
 
+def test_a_state_written_by_the_folders_holder_after_start_up_is_the_one_resumed(tmp_path):
+    """A training that found no state when it started, then got the folder once another had finished,
+    trained from step 0 over the other's run."""
+    no_val = {"sets": []}
+    waiting = Trainer(config_from_dict(_raw_config(tmp_path, val=no_val)))  # no state yet
+    _train(_raw_config(tmp_path, val=no_val, train={"lr": 5e-4}))  # the folder's holder, to the end
+    whole = _state(tmp_path, "run")
+    assert waiting.fit()["steps"] == 6  # nothing to do, not 6 steps again from scratch
+    again = _state(tmp_path, "run")
+    assert all(torch.equal(whole["model"][k], again["model"][k]) for k in whole["model"])
+
+
 def _torchrun(*args: str) -> None:
     """Two CPU ranks under torchrun, which must both exit cleanly."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}

@@ -745,7 +745,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     try:
         summary = trainer.fit()
-    except (TrainingError, ImageError, DatasetError) as err:  # found while training: a broken image
+    except (TrainingError, ImageError, DatasetError, ConfigError, CheckpointError) as err:  # a broken image;
+        # a state another training wrote in the folder after `Trainer` read it, and which does not fit
         print(f"irformers train: {error_line(err)}", file=sys.stderr)
         return INPUT_FAILED
     except TrainingInterrupted as stopped:

@@ -13,6 +13,7 @@ patch, identical to cropping the LR of the whole image), unclipped float Gaussia
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -388,19 +389,21 @@ def make_loader(
         num_workers=data.num_workers,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=_leave_signals_to_the_trainer,
+        worker_init_fn=functools.partial(_leave_signals_to_the_trainer, trainer=os.getpid()),
     )
 
 
-def _leave_signals_to_the_trainer(worker_id: int) -> None:
+def _leave_signals_to_the_trainer(worker_id: int, trainer: int) -> None:
     """Workers ignore Ctrl-C, and SIGTERM but from the trainer, which a terminal or a scheduler sends the
     whole process group: a worker that died of one failed the trainer mid-step instead of letting it end
     the step with a checkpoint. The trainer's own SIGTERM (its exit stopping workers it did not shut
-    down) still ends them: ignored, it hung that exit."""
+    down) still ends them: ignored, it hung that exit. Telling senders apart needs Linux's sigwaitinfo
+    and a worker of one thread (a forked one), where blocking SIGTERM covers every thread; elsewhere (a
+    spawned worker has started library threads) SIGTERM keeps torch's handling."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "sigwaitinfo"):  # Linux: who sent it; elsewhere SIGTERM keeps its default
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        threading.Thread(target=_end_on_the_trainers_sigterm, args=(os.getppid(),), daemon=True).start()
+    if hasattr(signal, "sigwaitinfo") and len(os.listdir("/proc/self/task")) == 1:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit it
+        threading.Thread(target=_end_on_the_trainers_sigterm, args=(trainer,), daemon=True).start()
 
 
 def _end_on_the_trainers_sigterm(trainer: int) -> None:

@@ -61,7 +61,9 @@ def pick_device(preference: str, info: DistInfo) -> torch.device:
     return device
 
 
-_CPU_GROUP = None  # gloo beside NCCL: a flag every step without waiting for the GPU; None: the default group
+# `largest`'s group: gloo beside NCCL, so that a flag every step does not wait for the GPU; made at its
+# first call, which every rank reaches at the same step (also under a process group made by the caller)
+_CPU_GROUP = None
 
 
 def init(info: DistInfo, device: torch.device) -> None:
@@ -79,14 +81,18 @@ def init(info: DistInfo, device: torch.device) -> None:
         dist.init_process_group(
             backend, rank=info.rank, world_size=info.world_size, timeout=COLLECTIVE_TIMEOUT, **kwargs
         )
-        global _CPU_GROUP
-        _CPU_GROUP = dist.new_group(backend="gloo") if backend == "nccl" else None  # None: the default
 
 
 def largest(value: int) -> int:
     """The largest of the ranks' `value`s (a world of one: its own), on the CPU group: cheap every step."""
     if not dist.is_initialized():
         return value
+    global _CPU_GROUP
+    if _CPU_GROUP is None:
+        on_cpu = dist.get_backend() == "gloo"
+        _CPU_GROUP = (
+            dist.group.WORLD if on_cpu else dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+        )
     tensor = torch.tensor([value])
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_CPU_GROUP)
     return int(tensor.item())

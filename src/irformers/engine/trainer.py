@@ -95,11 +95,14 @@ class TrainingInterrupted(Exception):
 class StopRequest:
     """SIGINT and SIGTERM while training (Ctrl-C, a scheduler's preemption) are noted, so the step in hand
     ends and a checkpoint is written before the session stops; a second SIGINT interrupts at once. A
-    signal the process was started ignoring (`nohup`, `cmd &` in a script) stays ignored."""
+    signal the process was started ignoring (SIGINT for `cmd &` in a script) stays ignored."""
 
     def __init__(self, say: bool = True) -> None:
         self.signum: int | None = None
         self.say = say  # rank 0 says what happens; the others keep quiet
+        # under torchrun the processes have sessions of their own: a terminal's second Ctrl-C reaches
+        # torchrun only, which passes a SIGTERM on
+        self.again = " (Ctrl-C again: at once)" if "TORCHELASTIC_RUN_ID" not in os.environ else ""
         self.previous: dict = {}
 
     def __enter__(self) -> StopRequest:
@@ -115,9 +118,8 @@ class StopRequest:
         self.signum = signum
         if self.say:  # os.write: a print could land inside another print to stderr
             name = signal.Signals(signum).name
-            os.write(
-                2, f"\n{name}: stopping after this step, with a checkpoint (Ctrl-C again: at once)\n".encode()
-            )
+            with contextlib.suppress(OSError):  # stderr's reader gone (`| tee` killed too): train on
+                os.write(2, f"\n{name}: stopping after this step, with a checkpoint{self.again}\n".encode())
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
@@ -147,10 +149,10 @@ def _with_trained_task(cfg: Config) -> dict:
     return {**cfg.model, "task": tasks.pop()}
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    """A file's modification time and size: whether it was rewritten."""
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """Whether a file was rewritten: an atomic replace gives it another inode, a write another time."""
     stat = path.stat()
-    return stat.st_mtime_ns, stat.st_size
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _source_tasks(cfg: Config) -> set[str]:
@@ -490,28 +492,34 @@ class Trainer:
         self.val_sets = self._find_val_sets()
         if cfg.log.tensorboard:
             _tensorboard_writer()
+        self._load_resume_state()
+
+    def _load_resume_state(self) -> None:
+        """The state `run.resume` names, if any, checked, with its raw weights loaded into the model."""
         self.resume_from = self._resume_path()
+        self.resume_state = None
+        if self.resume_from is None:
+            return
         try:
-            self._state_stamp = _stamp(self.resume_from) if self.resume_from else None
-            self.resume_state = load_training_state(self.resume_from) if self.resume_from else None
+            self._state_stamp = _stamp(self.resume_from)
+            self.resume_state = load_training_state(self.resume_from)
         except CheckpointError as err:  # a damaged state need not end the run folder
             raise CheckpointError(f"{err}; run.resume=never starts the run afresh") from None
-        if self.resume_state is not None:
-            version = self.resume_state.get("version", 1)
-            if version > STATE_VERSION:  # its keys may mean what this version cannot know
-                raise ConfigError(
-                    f"run.resume: {self.resume_from} was written by a newer irformers (training state "
-                    f"version {version}, this one reads {STATE_VERSION}); update irformers to resume it"
-                )
-            try:
-                self.model.load_state_dict(self.resume_state["model"])
-            except RuntimeError as err:
-                lines = str(err).strip().splitlines()  # a header, then one line per kind of mismatch
-                first = lines[1].strip() if len(lines) > 1 else lines[0]
-                first = first if len(first) <= 160 else first[:157] + "..."  # "Unexpected key(s)" lists all
-                raise ConfigError(
-                    f"run.resume: {self.resume_from} does not fit this model ({first}); was model.* changed?"
-                ) from None
+        version = self.resume_state.get("version", 1)
+        if version > STATE_VERSION:  # its keys may mean what this version cannot know
+            raise ConfigError(
+                f"run.resume: {self.resume_from} was written by a newer irformers (training state "
+                f"version {version}, this one reads {STATE_VERSION}); update irformers to resume it"
+            )
+        try:
+            self.model.load_state_dict(self.resume_state["model"])
+        except RuntimeError as err:
+            lines = str(err).strip().splitlines()  # a header, then one line per kind of mismatch
+            first = lines[1].strip() if len(lines) > 1 else lines[0]
+            first = first if len(first) <= 160 else first[:157] + "..."  # "Unexpected key(s)" lists all
+            raise ConfigError(
+                f"run.resume: {self.resume_from} does not fit this model ({first}); was model.* changed?"
+            ) from None
 
     # ---- checks before training
 
@@ -578,7 +586,8 @@ class Trainer:
         """One training at a time in a run folder: two (or a killed torchrun's orphaned workers beside its
         rerun) interleaved their checkpoints and logs. Rank 0 holds a POSIX record lock (lockf: the data
         workers it forks do not inherit it, and the OS drops it with the process); every rank learns
-        whether it got it. A file system without locks trains unguarded, with a note."""
+        whether it got it. A file system without locks trains unguarded, with a note. (Record locks belong
+        to a process: two trainings in one process, threads or a notebook, are not kept apart.)"""
         lock, holder = None, None
         if self.dist.is_main and fcntl is not None:  # POSIX; elsewhere unguarded
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -617,10 +626,10 @@ class Trainer:
 
     def _reload_a_state_changed_meanwhile(self) -> None:
         """A training that held the folder while this one started may have checkpointed since `__init__`
-        read the state: resuming that older state would overwrite newer checkpoints."""
-        if self.resume_from is not None and self._state_stamp != _stamp(self.resume_from):
-            self.resume_state = load_training_state(self.resume_from)
-            self.model.load_state_dict(self.resume_state["model"])
+        looked: resuming the older state (or none) would overwrite its newer checkpoints."""
+        now = self._resume_path()
+        if now != self.resume_from or (now is not None and _stamp(now) != self._state_stamp):
+            self._load_resume_state()
 
     def _fit(self) -> dict:
         cfg, info, device, t = self.cfg, self.dist, self.device, self.cfg.train
