@@ -745,8 +745,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     try:
         summary = trainer.fit()
-    except (TrainingError, ImageError, DatasetError, ConfigError, CheckpointError) as err:  # a broken image;
-        # a state another training wrote in the folder after `Trainer` read it, and which does not fit
+    # found while training (a broken image), or once the run folder is this run's: a state another
+    # training wrote there after start-up, which does not fit
+    except (TrainingError, ImageError, DatasetError, ConfigError, CheckpointError) as err:
         print(f"irformers train: {error_line(err)}", file=sys.stderr)
         return INPUT_FAILED
     except TrainingInterrupted as stopped:

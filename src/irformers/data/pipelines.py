@@ -401,7 +401,8 @@ def _leave_signals_to_the_trainer(worker_id: int, trainer: int) -> None:
     and a worker of one thread (a forked one), where blocking SIGTERM covers every thread; elsewhere (a
     spawned worker has started library threads) SIGTERM keeps torch's handling."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "sigwaitinfo") and len(os.listdir("/proc/self/task")) == 1:
+    threads = Path("/proc/self/task")  # Linux lists a process's threads there
+    if hasattr(signal, "sigwaitinfo") and threads.is_dir() and len(os.listdir(threads)) == 1:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit it
         threading.Thread(target=_end_on_the_trainers_sigterm, args=(trainer,), daemon=True).start()
 
