@@ -852,7 +852,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_bench_table(rows: list[dict], peak: float | None, machine: dict, args: argparse.Namespace) -> None:
+def _print_bench_table(rows: list[dict], peak: float | None, m: dict, args: argparse.Namespace) -> None:
+    """The rows, then the machine `m` they ran on: what a quoted figure must state beside it."""
     print(
         f"{'model':32s} {'input':>16s} {'k':>4s} {'params (M)':>10s} {'GMACs':>8s} {'median ms':>10s} "
         f"{'peak MiB':>9s} {'GFLOP/s':>8s}" + (f" {'of peak':>7s}" if peak else "")
@@ -864,7 +865,6 @@ def _print_bench_table(rows: list[dict], peak: float | None, machine: dict, args
             f"{r['params'] / 1e6:>10.3f} {r['macs'] / 1e9:>8.2f} {r['median_ms']:>10.1f} {peak_mb:>9s} "
             f"{r['gflops']:>8.1f}" + (f" {r['matmul_peak_fraction']:>7.0%}" if peak else "")
         )
-    m = machine  # what a quoted figure must state beside it
     print(
         f"{m.get('gpu', m['cpu'])} ({m['device']}), {m['threads']} CPU threads, {m['dtype']}, "
         f"median of {args.repeat}{', torch.compile' if args.compile else ''}; MACs = FLOPs / 2"

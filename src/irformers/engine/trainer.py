@@ -795,15 +795,13 @@ class Trainer:
                 self.validation = {"step": done, **self._validate(model)}
                 log.write({"kind": "val", **self.validation})
                 log.say(f"step {done} validation: {scores_text(self.validation)}")
-            if done % cfg.checkpoint.every == 0 or done == stop:  # its time counts the validation
+            signum = self._stop_signal()
+            stopping = signum is not None and done < stop  # a signal ends the session here
+            if done % cfg.checkpoint.every == 0 or done == stop or stopping:  # its time counts the validation
                 now = time.perf_counter()  # (a resumed run goes on from it: its total must match)
                 self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
             tick += time.perf_counter() - pause  # throughput counts training time only
-            signum = self._stop_signal()
-            if signum is not None and done < stop:
-                if done % cfg.checkpoint.every:  # not written just now
-                    now = time.perf_counter()
-                    self._checkpoint(model, self.elapsed + now - session_start, sampler.draws_before(done))
+            if stopping:
                 raise TrainingInterrupted(signum, done)
 
     def _stop_signal(self) -> int | None:

@@ -24,13 +24,12 @@ class ModelDescriptor:
     supports_k: bool = False  # model(x, k=...) trades accuracy for speed at run time
     window_tokens: int | None = None  # with supports_k: the most keys a query can have (a larger k is all)
     tile_multiple: int = 0  # tile sizes and starts: a U-Net's coarsest window grid; 0: the size multiple
+    fp16_safe: bool = False  # float16 inference checked to stay close to float32
+    bayer_input: bool = False  # an RGGB mosaic in: a flip would shift its colour phase
 
     def __post_init__(self) -> None:
         if not self.tile_multiple:
             object.__setattr__(self, "tile_multiple", self.size_multiple)
-
-    fp16_safe: bool = False  # float16 inference checked to stay close to float32
-    bayer_input: bool = False  # an RGGB mosaic in: a flip would shift its colour phase
 
 
 @dataclass(frozen=True)
