@@ -325,7 +325,7 @@ def test_metrics_folders_name_ambiguous_stems_and_unmatched_predictions(capsys, 
         f"{pred / 'b.png'}: b.png, b.tif share a stem in {pred}; which to score is ambiguous",
         f"{gt / 'c.png'}: no prediction named c.* in {pred}",  # not b: that failure names both
     ]
-    assert f"note: {pred}: skipping 1 file that is not an image read here (.txt x1)" in captured.err
+    assert f"note: {pred}: skipping 1 file that is not an image (.txt x1)" in captured.err
     assert f"note: {pred}: not scored, no ground truth of the same stem: x" in captured.err
     assert main(["metrics", str(pred), str(gt), "--crop", "-1"]) == 2
     assert "--crop -1: must be at least 0" in capsys.readouterr().err

@@ -170,7 +170,7 @@ def test_folders_name_the_files_they_skip_and_tile_0_is_one_pass(tmp_path, weigh
     out = tmp_path / "out"
     assert main(["restore", str(folder), "-o", str(out), "--model", str(weights), "--tile", "0"]) == 0
     captured = capsys.readouterr()
-    expected = "skipping 5 files that are not images read here ((no extension) x2, .gif x2, .txt x1)"
+    expected = "skipping 5 files that are not images ((no extension) x2, .gif x2, .txt x1)"
     assert captured.err.startswith(f"note: {folder}: {expected}")
     assert "restored 1 of 1 images" in captured.out and "whole images)" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["a_x2.png"]

@@ -208,7 +208,7 @@ def test_images_smaller_than_the_patch_are_refused_or_mirrored_to_fill_it(tmp_pa
     assert "12x20 is smaller than the training patch (16x16" in message and "data.progressive" in message
     assert "data.pad_to_patch" in message
     data.pad_to_patch = True
-    items, _ = find_items(data)
+    items, _, _ = find_items(data)
     inp, tgt = PatchDataset(items, seed=0, augment=False, pad=True)[(0, 0, 16)]
     assert inp.shape == tgt.shape == (3, 16, 16)
     image = _image(20, 12, seed=0)
@@ -222,7 +222,7 @@ def test_patches_are_the_same_with_and_without_workers_and_cache(tmp_path):
     data = DataConfig(
         task="denoise", sigma_range=[0, 50], train=[SourceConfig("clean")], root=str(tmp_path), patch_size=8
     )
-    items, sizes = find_items(data)
+    items, sizes, _ = find_items(data)
     plan = [StageConfig(0, 8, 3)]
     plain = PatchDataset(items, seed=5)
     cached = PatchDataset(items, seed=5, cache=True)
@@ -242,9 +242,14 @@ def test_sr_benchmark_layout_uses_given_lr_and_names_with_scale_suffix(tmp_path)
     lr_dir.mkdir(parents=True)
     for i in range(2):
         write_image(lr_dir / f"im{i}x2.png", _image(12, 10, seed=i))
+    (lr_dir / "readme").write_text("")  # skipped, in every layout with a note
     data = DataConfig(task="sr", scale=2, train=[SourceConfig("Set")], root=str(tmp_path), patch_size=8)
-    items, sizes = find_items(data)
+    items, sizes, notes = find_items(data)
     assert sizes == [2] and all(item.source.parent == lr_dir for item in items)
+    assert notes == [
+        f"data.train.0: {lr_dir}: skipping 1 file that is not an image ((no extension) x1); "
+        "images: .png, .tif, .tiff, .bmp, .jpg, .jpeg, .webp"
+    ]
     data.train = [SourceConfig(str(tmp_path / "Set" / "HR"), input=str(lr_dir))]  # explicit folders
     assert [i.source for i in find_items(data)[0]] == [i.source for i in items]
 

@@ -644,6 +644,14 @@ def test_bad_configs_and_data_fail_before_training_with_one_line(tmp_path, capsy
     assert "config OK: 5 training images" in capsys.readouterr().out
     assert main(["train", str(_write(tmp_path, raw)), "--check", "train.steps=4", "run.name=after"]) == 0
     assert "runs/after" in capsys.readouterr().out  # overrides after an option: argparse refused them
+    for name in ("list.txt", "a.heic", "b.heic"):  # a set of photos in a format not read: not unsaid
+        (tmp_path / "data" / "train" / name).write_text("")
+    assert main(["train", str(_write(tmp_path, raw)), "--check"]) == 0
+    train = tmp_path / "data" / "train"
+    note = f"run: note: data.train.0: {train}: skipping 3 files that are not images (.heic x2, .txt x1)"
+    assert note in capsys.readouterr().err
+    for name in ("list.txt", "a.heic", "b.heic"):
+        (train / name).unlink()
     (tmp_path / "afile").write_text("")  # found by --check, not by a traceback at the first write
     assert (
         f"the run folder {tmp_path / 'afile' / 'run'} cannot be created ({tmp_path / 'afile'} is a file)"

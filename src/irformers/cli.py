@@ -20,6 +20,7 @@ from irformers.data.datasets import (
     files_are_gray,
     find_dataset,
     group_by_stem,
+    skipped_note,
     split_files,
 )
 from irformers.engine.config import TASKS
@@ -309,16 +310,9 @@ def _expand_inputs(specs: Sequence[str]) -> list[Path]:
 def _images_in(folder: Path) -> list[Path]:
     """The folder's image files; the other files (not hidden ones) are named in a note, not skipped unsaid."""
     images, other_files = split_files(folder)
-    others = sorted(p.suffix.lower() or "(no extension)" for p in other_files)
-    if others:
-        kinds = ", ".join(f"{kind} x{others.count(kind)}" for kind in dict.fromkeys(others))
-        files = (
-            "1 file that is not an image" if len(others) == 1 else f"{len(others)} files that are not images"
-        )
-        print(
-            f"note: {folder}: skipping {files} read here ({kinds}); images: {', '.join(IMAGE_EXTENSIONS)}",
-            file=sys.stderr,
-        )
+    note = skipped_note(folder, other_files)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return images
 
 

@@ -59,6 +59,17 @@ def split_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
+def skipped_note(folder: Path, others: list[Path]) -> str | None:
+    """A note naming the kinds of a folder's files that are not images, which are skipped: a set of .heic
+    photos or a typo'd extension must not shrink a test or a training set unsaid."""
+    if not others:
+        return None
+    kinds = sorted(p.suffix.lower() or "(no extension)" for p in others)
+    counts = ", ".join(f"{kind} x{kinds.count(kind)}" for kind in dict.fromkeys(kinds))
+    files = "1 file that is not an image" if len(others) == 1 else f"{len(others)} files that are not images"
+    return f"{folder}: skipping {files} ({counts}); images: {', '.join(IMAGE_EXTENSIONS)}"
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name (other files, e.g. CSV lists, are ignored)."""
     return split_files(folder)[0]

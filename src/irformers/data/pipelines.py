@@ -25,7 +25,14 @@ import torch
 from PIL import Image
 
 from irformers.data import degrade
-from irformers.data.datasets import DATA_ENV, DatasetError, find_dataset, images_by_stem, list_images
+from irformers.data.datasets import (
+    DATA_ENV,
+    DatasetError,
+    find_dataset,
+    images_by_stem,
+    skipped_note,
+    split_files,
+)
 from irformers.data.io import ImageError, decoded_size, error_line
 from irformers.data.resize import imresize
 from irformers.engine.config import DataConfig, DegradeConfig, StageConfig, source_degrade, stages
@@ -78,7 +85,7 @@ def _pair_by_name(targets: Path, inputs: Path, scale: int | None, where: str) ->
 
 
 def _source_files(
-    source, deg: DegradeConfig, root: Path | None, where: str
+    source, deg: DegradeConfig, root: Path | None, where: str, notes: list[str]
 ) -> list[tuple[Path, Path | None]]:
     scale = deg.scale if deg.task == "sr" else None
     target = _folder(source.target, root, f"{where}.target")
@@ -87,9 +94,13 @@ def _source_files(
     elif (target / "HR").is_dir() or ((target / "input").is_dir() and (target / "target").is_dir()):
         files = [(s.target, s.source) for s in find_dataset(target.name, target.parent, scale).samples]
     else:
-        files = [(p, None) for p in list_images(target)]
+        files = [(p, None) for p in split_files(target)[0]]
         if not files:
             raise DatasetError(f"{where}: {target}: no images")
+    for folder in dict.fromkeys(p.parent for pair in files for p in pair if p is not None):
+        note = skipped_note(folder, split_files(folder)[1])
+        if note:
+            notes.append(f"{where}: {note}")
     given = any(src is not None for _, src in files)
     if deg.task == "paired" and not given:
         raise DatasetError(
@@ -143,26 +154,27 @@ def _check_sizes(item: TrainItem, patch: int, where: str, pad: bool = False) -> 
         )
 
 
-def find_items(data: DataConfig) -> tuple[list[TrainItem], list[int]]:
+def find_items(data: DataConfig) -> tuple[list[TrainItem], list[int], list[str]]:
     """Every training image of every source, checked (folders, pairing, integrity, sizes).
 
-    Returns the items and the number of items per source. Raises one DatasetError or ImageError.
+    Returns the items, the number of items per source and notes (a source folder's files that are not
+    images). Raises one DatasetError or ImageError.
     """
     env = os.environ.get(DATA_ENV)
     root = Path(data.root).expanduser() if data.root else (Path(env).expanduser() if env else None)
     if data.root and not root.is_dir():
         raise DatasetError(f"data.root: {root}: no such folder")
     largest = max(stage.patch_size for stage in stages(data))
-    items, sizes = [], []
+    items, sizes, notes = [], [], []
     for i, source in enumerate(data.train):
         where = f"data.train.{i}"
         deg = source_degrade(data, source, where)
-        found = [TrainItem(t, s, deg) for t, s in _source_files(source, deg, root, where)]
+        found = [TrainItem(t, s, deg) for t, s in _source_files(source, deg, root, where, notes)]
         for item in found:
             _check_sizes(item, largest, where, data.pad_to_patch)
         items += found
         sizes.append(len(found))
-    return items, sizes
+    return items, sizes, notes
 
 
 # --------------------------------------------------------------------------- one patch

@@ -481,7 +481,9 @@ class Trainer:
                 file=sys.stderr,
                 flush=True,
             )
-        self.items, self.sizes = find_items(cfg.data)
+        self.items, self.sizes, notes = find_items(cfg.data)
+        for note in notes if self.dist.rank == 0 else []:
+            print(f"{cfg.run.name}: note: {note}", file=sys.stderr, flush=True)
         self.dataset = PatchDataset(
             self.items,
             cfg.run.seed,
