@@ -154,7 +154,7 @@ def test_a_run_started_afresh_over_its_state_says_so(tmp_path, capsys):
 
 def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     """Same recipe (another stop_at): the resume alone is said. Changed: one note naming each change.
-    Nothing to do: the run folder keeps the recipe it was trained with."""
+    Nothing to do: the run folder keeps the recipe and the log it was trained with."""
     no_val = {"sets": []}
     _train(_raw_config(tmp_path, val=no_val, run={"stop_at": 3}))
     saved = tmp_path / "runs" / "run" / "config.yaml"  # as a version without train.cosine_start wrote it
@@ -164,7 +164,9 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     _train(_raw_config(tmp_path, val=no_val))
     err = capsys.readouterr().err  # the key it lacks had its default: no change
     assert "resumes at step 3 (run.resume=never starts afresh)" in err and "changed" not in err
+    log = (tmp_path / "runs" / "run" / "log.jsonl").read_text()
     _train(_raw_config(tmp_path, val=no_val, train={"steps": 4, "lr": 5e-4}))
+    assert (tmp_path / "runs" / "run" / "log.jsonl").read_text() == log  # no start/end of a session idle
     err = capsys.readouterr().err
     assert "resumes at step 6 with a changed recipe: train.lr: 0.001 -> 0.0005; train.steps: 6 -> 4" in err
     assert "nothing to do, the run is at step 6 of 4" in err

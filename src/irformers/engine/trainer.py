@@ -665,7 +665,11 @@ class Trainer:
         start = self.step
         if info.is_main:
             self._say_what_is_replaced(start, stop)
-        if info.is_main and stop > start:  # "nothing to do" keeps the recipe the run was trained with
+        if stop <= start:  # a finished run's rerun: its recipe and log keep the sessions that trained
+            if info.is_main:
+                print(f"{self.run_dir}: nothing to do, the run is at step {start} of {stop}", file=sys.stderr)
+            return self.summary()
+        if info.is_main:
             save_config(cfg, self.run_dir / CONFIG_FILE)
 
         loader = make_loader(
@@ -700,8 +704,6 @@ class Trainer:
             with self.stop_request:
                 self._loop(net, model, loader, log, start, stop, autocast_dtype)
             self.elapsed += time.perf_counter() - session_start
-            if stop <= start and info.is_main:
-                print(f"{self.run_dir}: nothing to do, the run is at step {start} of {stop}", file=sys.stderr)
             # DDP keeps the ranks in step; check it, bit for bit, before anyone trusts the weights.
             digests = distributed.gather(weights_digest(model))
             if len(set(digests)) > 1:
