@@ -162,6 +162,26 @@ def test_gray_png_stays_one_channel(tmp_path, rng):
         np.testing.assert_array_equal(np.asarray(im), arr)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
+def test_a_palette_of_grays_is_a_gray_image(tmp_path, rng, suffix):
+    """GIMP and ImageMagick save gray images with a palette: read as colour, a gray JPEG test encoded their
+    BT.601 Y (16 + 219/255 v) and a gray set whose first file was one ran as a colour set."""
+    arr, grays = _u8(rng, 6, 5), Image.new("P", (5, 6))
+    grays.putpalette([v for i in range(256) for v in (i, i, i)])
+    grays.putdata(arr.ravel().tolist())
+    grays.save(tmp_path / f"g{suffix}")
+    np.testing.assert_array_equal(read_array(tmp_path / f"g{suffix}", "gray"), arr)
+    assert read_image(tmp_path / f"g{suffix}").pixels.shape == (6, 5, 1)
+    colours = grays.copy()
+    colours.putpalette([v for i in range(256) for v in (i, i, 255 - i)])
+    colours.save(tmp_path / f"c{suffix}")
+    assert read_array(tmp_path / f"c{suffix}", "unchanged").shape == (6, 5, 3)
+    if suffix == ".png":  # a transparent palette entry: gray + alpha
+        grays.save(tmp_path / "ga.png", transparency=0)
+        img = read_image(tmp_path / "ga.png")
+        assert img.pixels.shape == (6, 5, 1) and (img.alpha == (arr != 0)).all()
+
+
 def test_equal_channels_rgb_file_stays_rgb(tmp_path, rng):
     src = tmp_path / "rgb.png"
     Image.fromarray(np.repeat(_u8(rng, 4, 4, 1), 3, axis=2)).save(src)

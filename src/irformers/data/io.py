@@ -343,6 +343,7 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
             gray = Image.getmodebase(im.mode) == "L"
             if fmt == "PNG":  # the header's colour type: Pillow calls 16-bit gray + alpha RGBA
                 gray = data[25] in (0, 4)
+            palette = im.mode == "P"
             # libtiff's RGBA reader, which OpenCV uses for 8-bit TIFF, premultiplies unassociated alpha, so
             # Pillow decodes those, as stored (it misreads TIFFs tagged 5-8), and they are oriented below.
             by_pillow = fmt == "TIFF" and im.mode in ("RGBA", "LA") and np.max(im.tag_v2.get(258, 8)) == 8
@@ -382,6 +383,8 @@ def _decode(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     alpha = None
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         arr, alpha = arr[..., :-1], arr[..., -1]
+    if palette and arr.ndim == 3:  # gray pixels by a palette (GIMP, ImageMagick save gray images so)
+        gray = bool((arr == arr[..., :1]).all())
     if gray and arr.ndim == 3:  # OpenCV gives gray + alpha as BGRA with three equal colour channels
         arr = arr[..., 0]
     key = _png_gray_key(data) if fmt == "PNG" and data[25] == 0 else None
