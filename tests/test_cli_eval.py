@@ -347,6 +347,29 @@ def test_metrics_command_on_single_files_with_y_and_crop(capsys, tmp_path):
     assert "missing.png: no such file or folder" in capsys.readouterr().err
 
 
+def test_metrics_rescore_what_sr_tests_score_gray_and_odd_sized_images_included(capsys, tmp_path):
+    """`test` reads a gray HR as three equal channels, mod-crops it to the scale and scores Y; `metrics`
+    scored a gray output on its own values (1.3 dB off on Set14's bridge) and refused an odd-sized HR."""
+    from irformers import metrics
+
+    rng = np.random.default_rng(2)
+    hr = rng.integers(0, 256, (33, 31), dtype=np.uint8)
+    out = np.clip(hr[:32, :30].astype(int) + rng.integers(-9, 10, (32, 30)), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "hr.png"), hr)
+    cv2.imwrite(str(tmp_path / "gray.png"), out)  # as restore writes a gray input's output
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.repeat(out[..., None], 3, axis=2))  # as test --save-dir does
+    three = np.repeat(hr[:32, :30, None], 3, axis=2)
+    expected = metrics.psnr(np.repeat(out[..., None], 3, axis=2), three, crop=2, y=True)
+    for pred in ("gray.png", "rgb.png"):
+        argv = ["metrics", str(tmp_path / pred), str(tmp_path / "hr.png"), "--y", "--crop", "2"]
+        assert main([*argv, "--modcrop", "2", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["psnr"] == pytest.approx(expected, abs=1e-12) and report["modcrop"] == 2
+        assert main(argv) == 1  # without it the sizes differ, and it says so
+        assert "differ from hr.png (33, 31, 3)" in capsys.readouterr().err
+    assert main(["metrics", str(tmp_path / "gray.png"), str(tmp_path / "hr.png"), "--modcrop", "0"]) == 2
+
+
 def test_metrics_reports_pairs_it_cannot_compare_by_file(capsys, tmp_path):
     gt = np.zeros((16, 16, 3), np.uint8)
     cv2.imwrite(str(tmp_path / "gt.png"), gt)

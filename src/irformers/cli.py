@@ -620,14 +620,20 @@ def _metric_pairs(pred: Path, gt: Path) -> tuple[list[tuple[Path, Path]], list[s
 def cmd_metrics(args: argparse.Namespace) -> int:
     from irformers import metrics
     from irformers.data.io import ImageError, read_array
+    from irformers.data.resize import modcrop
 
     if args.crop < 0:
         raise UsageError(f"--crop {args.crop}: must be at least 0")
+    if args.modcrop is not None and args.modcrop < 1:
+        raise UsageError(f"--modcrop {args.modcrop}: must be at least 1")
     pairs, failures = _metric_pairs(Path(args.pred), Path(args.gt))
+    mode = "rgb" if args.y else "unchanged"  # Y of a gray image as SR tests read it: three equal channels
     rows = []
     for pred_path, gt_path in pairs:
         try:
-            pred, gt = read_array(pred_path, "unchanged"), read_array(gt_path, "unchanged")
+            pred, gt = read_array(pred_path, mode), read_array(gt_path, mode)
+            if args.modcrop:  # the HR an SR test scores against: bottom/right cut to the scale's multiple
+                gt = modcrop(gt, args.modcrop)
             if pred.shape != gt.shape:
                 raise ImageError(
                     f"{pred_path}: size/channels {pred.shape} differ from {gt_path.name} {gt.shape}"
@@ -654,7 +660,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         for key in ("psnr", "ssim", "psnr_b")
     }
     if args.json:
-        _print_json({**summary, "crop": args.crop, "y": args.y, "per_image": rows, "failed": failures}, None)
+        settings = {"crop": args.crop, "modcrop": args.modcrop, "y": args.y}
+        _print_json({**summary, **settings, "per_image": rows, "failed": failures}, None)
     else:
         for r in rows:
             print(f"{r['name']}: PSNR {r['psnr']:.4f} dB  SSIM {r['ssim']:.4f}  PSNR-B {r['psnr_b']:.4f} dB")
@@ -959,7 +966,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pred", help="an image or a folder (matched to GT by file name)")
     p.add_argument("gt", help="an image or a folder")
     p.add_argument("--crop", type=int, default=0, help="pixels shaved from every border")
-    p.add_argument("--y", action="store_true", help="score on BT.601 Y (RGB inputs; gray ones as they are)")
+    p.add_argument(
+        "--y",
+        action="store_true",
+        help="score on BT.601 Y; a gray file as three equal channels, as SR tests read a gray HR image",
+    )
+    p.add_argument(
+        "--modcrop", type=int, metavar="S", help="cut GT's bottom/right to multiples of S (SR x S tests' HR)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)
 
