@@ -157,3 +157,5 @@ def test_psnr_b_equals_psnr_without_blocking():
     gt[5, 5] += 4
     assert _bef_by_hand(pred.astype(np.float64)) == 0.0
     assert psnr_b(pred, gt) == pytest.approx(psnr(pred, gt), abs=1e-12)
+    line = np.array([[0, 9] * 10], np.uint8)  # one pixel high: no 2-D blocks, and eta had log2(1) below
+    assert psnr_b(line, line[:, ::-1]) == pytest.approx(psnr(line, line[:, ::-1]), abs=1e-12)

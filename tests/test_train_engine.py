@@ -168,7 +168,8 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     _train(_raw_config(tmp_path, val=no_val, train={"steps": 4, "lr": 5e-4}))
     assert (tmp_path / "runs" / "run" / "log.jsonl").read_text() == log  # no start/end of a session idle
     err = capsys.readouterr().err
-    assert "resumes at step 6 with a changed recipe: train.lr: 0.001 -> 0.0005; train.steps: 6 -> 4" in err
+    assert "is at step 6 with a changed recipe: train.lr: 0.001 -> 0.0005; train.steps: 6 -> 4" in err
+    assert "resumes" not in err  # it has nothing to do
     assert "nothing to do, the run is at step 6 of 4" in err
     saved = yaml.safe_load((tmp_path / "runs" / "run" / "config.yaml").read_text())["train"]
     assert (saved["steps"], saved["lr"]) == (6, 1e-3)

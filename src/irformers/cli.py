@@ -1,5 +1,5 @@
 """The ``irformers`` command line. Exit status: 0 success, 2 bad usage, 1 when any input failed, 130 when
-interrupted (Ctrl-C)."""
+interrupted (Ctrl-C), 143 when a training is stopped by SIGTERM, 141 when stdout's reader went away."""
 
 from __future__ import annotations
 

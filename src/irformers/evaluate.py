@@ -149,7 +149,8 @@ def pseudo_model(name: str, deg: Degradation) -> RestoreFn:
 
 PSEUDO_MODELS = ("bicubic", "identity", "malvar")
 
-# The sets of the papers' tables (README, Conventions), per (task, gray), in their column order.
+# The sets of the papers' tables (README, Restoring images and evaluating models), per (task, gray), in
+# their column order.
 BENCHMARK_SETS = {
     ("sr", False): ("Set5", "Set14", "BSD100", "Urban100", "Manga109"),
     ("denoise", True): ("Set12", "BSD68", "Urban100"),

@@ -239,7 +239,7 @@ def memory_budget_mb(device: torch.device) -> float:
 
 
 def default_overlap(model: nn.Module) -> int:
-    """Two windows of context for small windows, one size multiple for large ones."""
+    """The size multiple (a window, or Hi-IR's region), at least 32 px: the context a tile's edge needs."""
     return max(model.descriptor.size_multiple, 32)
 
 
@@ -395,7 +395,7 @@ class OutOfMemory(InputError):
 
 
 class Restorer:
-    """A model as ``evaluate``'s Restorer: float32 H x W x C numpy in [0, 1] in, float32 H' x W' x C' out.
+    """A model as an ``evaluate.RestoreFn``: float32 H x W x C numpy in [0, 1] in, float32 H' x W' x C' out.
 
     A gray image given to a color model goes through as three equal channels and comes back as one
     (their mean); a color image given to a gray model is an error, and so is an integer image (scale it,

@@ -134,7 +134,7 @@ def _blocking_effect_factor(img: np.ndarray, block: int = 8) -> float:
     """
     sums = [_pair_sums(img, block, axis) for axis in (0, 1)]
     n_boundary = sum(s[1] for s in sums)
-    if n_boundary == 0:
+    if n_boundary == 0 or min(img.shape) < 2:  # a one-pixel line: eta would divide by log2(1)
         return 0.0
     d_boundary = sum(s[0] for s in sums) / n_boundary
     d_inner = sum(s[2] for s in sums) / sum(s[3] for s in sums)

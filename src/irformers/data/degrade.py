@@ -61,8 +61,11 @@ def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
 def read_clean(path: str | Path, gray: bool, task: str) -> np.ndarray:
     """A uint8 H x W x C image read as the conventions read clean images, for tests and training alike.
 
-    Gray tasks take a colour file's BT.601 Y for JPEG and OpenCV's gray conversion otherwise (what the
-    KAIR/DnCNN denoising evaluations use). 16-bit files are refused: the conventions are 8-bit.
+    Gray tasks take a colour file's BT.601 Y for JPEG and OpenCV's gray conversion of its RGB otherwise.
+    KAIR and SwinIR read such a file with ``cv2.imread(path, 0)``, which converts inside the decoder:
+    libpng rounds otherwise (CBSD68: half the pixels 1 apart) and applies a PNG's gamma chunk (Kodak24:
+    up to 52 apart); the gray benchmark sets (Set12, BSD68) are gray files, read as they are. 16-bit
+    files are refused: the conventions are 8-bit.
     """
     if not gray:
         img = read_array(path, "rgb")

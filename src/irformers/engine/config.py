@@ -80,7 +80,7 @@ class DataConfig(DegradeConfig):
     batch_size: int = 16  # per process
     progressive: list[StageConfig] = field(default_factory=list)  # optional patch/batch schedule
     augment: bool = True  # random flips and 90-degree rotations
-    pad_to_patch: bool = False  # reflect-pad images smaller than a patch, as Restormer does (not SR)
+    pad_to_patch: bool = False  # mirror (edge repeated) images smaller than a patch, as Restormer (not SR)
     num_workers: int = 4
     cache: bool = False  # decode every image once, before training (memory: the decoded set, per rank)
 

@@ -13,8 +13,9 @@ checkpoints. A run folder (`run.out_dir/run.name`) holds:
 
 Both files are replaced atomically, so a killed run always leaves the last complete checkpoint.
 A resumed run follows the uninterrupted one's data, augmentations and SemanIR's random k, which are
-functions of (seed, step), and the RNG states are restored for everything else: on the CPU with one or
-two processes it is bit-identical (README, Resume, says where it is not).
+functions of the seed and the draw (SemanIR's k: of the step), and the RNG states are restored for
+everything else: on the CPU with one or two processes it is bit-identical (README, Resume, says where it
+is not).
 """
 
 from __future__ import annotations
@@ -716,18 +717,20 @@ class Trainer:
 
     def _say_what_is_replaced(self, start: int, stop: int) -> None:
         """A resume (with what its recipe changes), or a state that run.resume=never overwrites: said, not
-        silent. A finished run says "nothing to do" instead of that it resumes."""
+        silent. A finished run, which has nothing to do, names the changes only."""
         cfg = self.cfg
         if self.resume_from is not None:  # its run folder holds the recipe it followed
             listed = recipe_changes(self.resume_from.parent / CONFIG_FILE, cfg)
             if self.resumed_world != self.dist.world_size:  # each step's draws, the global batch, change too
                 listed.append(f"processes {self.resumed_world} -> {self.dist.world_size}")
-            if listed or stop > start:
-                changes = f" with a changed recipe: {'; '.join(listed)}" if listed else ""
+            changes = f" with a changed recipe: {'; '.join(listed)}" if listed else ""
+            if stop > start:
                 print(
                     f"note: {self.run_dir} resumes at step {start}{changes} (run.resume=never starts afresh)",
                     file=sys.stderr,
                 )
+            elif listed:
+                print(f"note: {self.run_dir} is at step {start}{changes}", file=sys.stderr)
         own_state = self.run_dir / STATE_FILE
         if cfg.run.resume == "never" and own_state.is_file():
             try:

@@ -189,8 +189,8 @@ def by_region_rows(l3: LevelAttention, y: Tensor) -> Tensor:
 class LevelAttention(nn.Module):
     """Multi-head attention inside the groups of one level, with that level's position bias.
 
-    q and k are `qk_dim` wide (C/2 in Version 3, C in Versions 1-2), v is always C wide: the output has
-    C channels so the next level (or the projection) reads it directly.
+    q and k are `qk_dim` wide (C/2 in Version 3 and at every L3, C at L1/L2 of Versions 1-2), v is always
+    C wide: the output has C channels so the next level (or the projection) reads it directly.
     """
 
     def __init__(

@@ -316,8 +316,7 @@ def choose_backend(
     `memory_bytes`: fused on CPU (3-4x faster than gather there, with a fifteenth of its memory), else
     gather, but only where it keeps less for the backward pass: its gathered keys and values and k scores
     (k (2C + 3h) per query) outgrow the dense scores (3 h N) once k > 3hN / (2C + 3h), 48 at SemanIR-S's
-    N = 1024. On GPU the
-    dense kernels are used (no fused kernel measured there).
+    N = 1024. On GPU there is no fused kernel (none measured there): mask, or gather where it keeps less.
     """
     if k >= n:
         return "mask"
