@@ -774,10 +774,13 @@ def test_init_from_other_scale_loads_what_fits(tmp_path):
 def test_init_from_a_foreign_pytorch_file(tmp_path):
     source = build_model_from_config(TINY_SEMANIR)
     torch.save({"params_ema": source.state_dict()}, tmp_path / "foreign.pth")  # BasicSR's layout
-    trainer = Trainer(config_from_dict(_raw_config(tmp_path, train={"init": str(tmp_path / "foreign.pth")})))
-    assert trainer.init_skipped == [] and trainer.init_training is None
-    for key, value in source.state_dict().items():
-        assert torch.equal(trainer.model.state_dict()[key], value), key
+    wrapped = {f"module.{k}": v for k, v in source.state_dict().items()}  # a DataParallel's keys
+    torch.save(wrapped, tmp_path / "wrapped.pth")  # were "none of its tensors fit this model"
+    for name in ("foreign.pth", "wrapped.pth"):
+        trainer = Trainer(config_from_dict(_raw_config(tmp_path, train={"init": str(tmp_path / name)})))
+        assert trainer.init_skipped == [] and trainer.init_training is None
+        for key, value in source.state_dict().items():
+            assert torch.equal(trainer.model.state_dict()[key], value), key
 
 
 def test_a_stage_with_its_init_weights_seed_is_told_it_replays_their_patches(tmp_path, capsys):

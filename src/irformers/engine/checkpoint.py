@@ -160,6 +160,20 @@ def _unnest(raw: object, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def strip_prefixes(state: Mapping[str, torch.Tensor], expected: Mapping) -> dict[str, torch.Tensor]:
+    """`state` without the `module.`/`model.`/`net.` prefix (DataParallel, wrappers) that every key of it
+    has and none of `expected`'s."""
+    state = dict(state)
+    for prefix in PREFIXES:
+        if (
+            state
+            and all(k.startswith(prefix) for k in state)
+            and not any(k.startswith(prefix) for k in expected)
+        ):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
 def convert_state_dict(
     state: Mapping[str, torch.Tensor], model: nn.Module, source: str | Path = "weights", strict: bool = True
 ) -> dict[str, torch.Tensor]:
@@ -169,14 +183,7 @@ def convert_state_dict(
     any shape mismatch is an error; missing or unexpected keys are an error when `strict`.
     """
     expected = model.state_dict()
-    state = dict(state)
-    for prefix in PREFIXES:
-        if (
-            state
-            and all(k.startswith(prefix) for k in state)
-            and not any(k.startswith(prefix) for k in expected)
-        ):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
+    state = strip_prefixes(state, expected)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [

@@ -57,6 +57,7 @@ from irformers.engine.checkpoint import (
     read_state_dict,
     save_training_state,
     save_weights,
+    strip_prefixes,
 )
 from irformers.engine.config import (
     DEGRADE_KEYS,
@@ -236,8 +237,8 @@ def load_init_weights(model: nn.Module, path: str | Path) -> list[str]:
     The usual case is fine-tuning x3/x4 SR from x2 weights, where only the upsampler differs.
     Returns the names of the model's tensors left at their initial values.
     """
-    state = read_state_dict(path)
     expected = model.state_dict()
+    state = strip_prefixes(read_state_dict(path), expected)  # a DataParallel file's `module.` keys too
     usable = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
     if not usable:
         raise CheckpointError(f"train.init: {path}: none of its tensors fit this model")
