@@ -56,11 +56,7 @@ class Degradation:
 
     @property
     def label(self) -> str:
-        level = {
-            "sr": f"x{self.scale}",
-            "denoise": f"sigma{self.sigma:g}" if self.sigma is not None else "",
-            "jpeg": f"q{self.quality}",
-        }.get(self.task, "")
+        level = level_text(self.task, self.scale, self.sigma, self.quality, sigma_mark="sigma")
         return " ".join(s for s in (self.task, level, "gray" if self.gray else "") if s)
 
     @property
@@ -251,16 +247,21 @@ def scores_text(scores: dict) -> str:
     )
 
 
+def level_text(task: str, scale: int, sigma: float | None, quality: int | None, sigma_mark: str = "σ") -> str:
+    """'x2', 'σ25', 'q10': a setting's degradation level ('sigma25' in file names); '' where it has none."""
+    if task == "sr":
+        return f"x{scale}"
+    if task == "denoise":
+        return "" if sigma is None else f"{sigma_mark}{sigma:g}"
+    return f"q{quality}" if task == "jpeg" else ""
+
+
 def format_table(results: list[dict]) -> str:
     """Results in the papers' layout: one row per (model, setting), one 'PSNR/SSIM' column per set."""
     columns = list(dict.fromkeys(r["dataset"] for r in results))
     rows: dict[tuple, dict[str, str]] = {}
     for r in results:
-        level = {
-            "sr": f"x{r['scale']}",
-            "denoise": f"σ{r['sigma']:g}" if r["sigma"] is not None else "",
-            "jpeg": f"q{r['quality']}",
-        }.get(r["task"], "")
+        level = level_text(r["task"], r["scale"], r["sigma"], r["quality"])
         key = (r["model"], r["task"] + (" gray" if r["gray"] else ""), level)
         scored, total = len(r["per_image"]), r["images"]  # an image whose output failed to save is scored
         cell = f"{r['psnr']:.2f}/{r['ssim']:.4f}" if scored else f"none of {total} images scored"

@@ -38,6 +38,7 @@ from irformers.engine.checkpoint import (
     read_state_dict,
 )
 from irformers.models import PRESETS, build_model
+from irformers.models.frames import first_level
 from irformers.models.presets import bundled_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -209,10 +210,6 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module) ->
 # --------------------------------------------------------------------------- tile planning
 
 
-def _first(value: int | list[int]) -> int:
-    return value[0] if isinstance(value, (list, tuple)) else value
-
-
 def bytes_per_pixel(model: nn.Module) -> float:
     """Rough peak activation bytes per input pixel, from the config; measured to over-estimate the
     tiny and small presets by about 1.5x on CPU (dense attention path), so auto tiles stay in budget.
@@ -223,8 +220,8 @@ def bytes_per_pixel(model: nn.Module) -> float:
     cfg, desc = model.config, model.descriptor
     unet = "dims" in cfg
     width = 2 * sum(d / 4**i for i, d in enumerate(cfg["dims"])) if unet else cfg["dim"]
-    window = _first(cfg.get("window_size", 8))
-    scores = 2 * _first(cfg.get("num_heads", 1)) * window**2
+    window = first_level(cfg.get("window_size", 8))
+    scores = 2 * first_level(cfg.get("num_heads", 1)) * window**2
     upsampler = 0 if unet else 2 * cfg.get("upsampler_features", 0) * desc.scale**2
     return 4.0 * (16 * width + scores + upsampler)
 

@@ -138,7 +138,8 @@ def _per_stage(value: int | Sequence[int], n: int, name: str) -> list[int]:
     return list(value)
 
 
-def _first(value: int | Sequence[int]) -> int:
+def first_level(value: int | Sequence[int]) -> int:
+    """A per-level setting's first (finest) level's value: `window_size: 16` or `[16, 8, ...]`."""
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
@@ -391,7 +392,7 @@ class FramedModel(nn.Module):
             size_multiple=multiple,
             tile_multiple=self._tile_multiple(cfg, multiple),
             supports_k=self.supports_k,
-            window_tokens=_first(cfg["window_size"]) ** 2 if self.supports_k else None,
+            window_tokens=first_level(cfg["window_size"]) ** 2 if self.supports_k else None,
             bayer_input=bool(cfg.get("bayer_input", False)),
         )
 

@@ -429,7 +429,6 @@ class SemanIRStage(nn.Module):
         num_heads: int,
         *,
         window_size: int,
-        k: int,
         similarity: str = "dot",
         stage_conv: str = "conv1",
         drop_path: Sequence[float] = (),
@@ -437,7 +436,6 @@ class SemanIRStage(nn.Module):
     ) -> None:
         super().__init__()
         self.window_size = window_size
-        self.k = k
         self.similarity = similarity
         rates = list(drop_path) or [0.0] * depth
         self.layers = nn.ModuleList(
@@ -445,13 +443,12 @@ class SemanIRStage(nn.Module):
         )
         self.conv = make_stage_conv(stage_conv, dim)
 
-    def forward(self, x: torch.Tensor, k: int | None = None, backend: str | None = None, **_) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, k: int, backend: str | None = None, **_) -> torch.Tensor:
         _, h, w, _ = x.shape
         window = (min(self.window_size, h), min(self.window_size, w))
         padded = pad_to_multiple(x, window, channels_last=True)
         hp, wp = padded.shape[1:3]
         tokens = window_partition(padded, window)
-        k = self.k if k is None else k
 
         def windows(chunk: torch.Tensor) -> torch.Tensor:
             dictionary = build_dictionary(chunk, k, window, self.similarity)
@@ -538,7 +535,6 @@ class SemanIR(FramedModel):
             spec.depth,
             spec.num_heads,
             window_size=cfg["window_size"],
-            k=int(cfg["k"]),
             similarity=cfg["similarity"],
             stage_conv=cfg["stage_conv"],
             drop_path=drop_path,
