@@ -108,6 +108,19 @@ def test_bicubic_lr_is_synthesised_when_the_set_has_no_lr_folder(data_root, tmp_
         np.testing.assert_array_equal(prepare(a, deg)[0], prepare(b, deg)[0])
 
 
+def test_a_gray_hr_image_scores_as_three_equal_channels(capsys, tmp_path):
+    """The SR convention (Set14's bridge): a gray HR file is read as RGB, so its Y is 16 + 219/255 v, and
+    it scores exactly as the same pixels stored as an RGB file do."""
+    hr = np.random.default_rng(4).integers(0, 256, (26, 22), dtype=np.uint8)
+    for name, pixels in (("Gray", hr), ("Rgb", np.repeat(hr[..., None], 3, axis=2))):
+        (tmp_path / name / "HR").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / name / "HR" / "a.png"), pixels)
+    argv = ["test", "--model", "bicubic", "--task", "sr", "--scale", "2", "--data-root", str(tmp_path)]
+    assert main([*argv, "--dataset", "Gray,Rgb", "--json"]) == 0
+    gray, rgb = json.loads(capsys.readouterr().out)
+    assert gray["psnr"] == rgb["psnr"] and gray["ssim"] == rgb["ssim"] and gray["metric_on"] == "y"
+
+
 def test_denoising_input_is_bit_identical_across_runs_and_processes(data_root):
     deg = Degradation("denoise", sigma=25, gray=True)
     sample = find_dataset("Set12", data_root).samples[0]
