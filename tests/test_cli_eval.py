@@ -432,6 +432,49 @@ def test_degrade_makes_the_gray_image_test_scores(capsys, tmp_path):
     )
 
 
+def test_degrade_writes_the_ground_truth_test_scores_against(capsys, tmp_path):
+    """Gray JPEG on a color set (LIVE1) scores against the set's rounded Y, which no file held: `metrics`
+    could not reproduce `test` for a method run outside irformers."""
+    src = tmp_path / "Color"
+    src.mkdir()
+    for i in range(2):
+        colors = np.random.default_rng(i).integers(0, 256, (33, 30, 3), dtype=np.uint8)
+        cv2.imwrite(str(src / f"{i}.png"), cv2.GaussianBlur(colors, (5, 5), 2))
+    jpeg, gt = tmp_path / "jpeg", tmp_path / "gt"
+    argv = ["degrade", "--task", "jpeg", "--quality", "10", "--gray", str(src), str(jpeg), "--gt", str(gt)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["metrics", str(jpeg), str(gt), "--json"]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    argv = ["test", "--model", "identity", "--task", "jpeg", "--quality", "10", "--gray", "--json"]
+    assert main([*argv, "--dataset", str(src)]) == 0
+    tested = json.loads(capsys.readouterr().out)
+    for key in ("psnr", "ssim", "psnr_b"):
+        assert rescored[key] == pytest.approx(tested[key], abs=1e-12), key
+    assert main(["degrade", "--task", "sr", "--scale", "2", str(src), str(tmp_path / "lr"), "--gt", str(src)])
+    assert "would overwrite an input (choose another --gt folder)" in capsys.readouterr().err
+    assert main(
+        [
+            "degrade",
+            "--task",
+            "sr",
+            "--scale",
+            "2",
+            str(src),
+            str(tmp_path / "x"),
+            "--gt",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert "output 0.png would overwrite the output of 0.png" in capsys.readouterr().err
+    hr = tmp_path / "hr"
+    assert (
+        main(["degrade", "--task", "sr", "--scale", "2", str(src), str(tmp_path / "lr"), "--gt", str(hr)])
+        == 0
+    )
+    assert cv2.imread(str(hr / "0.png")).shape == (32, 30, 3)  # mod-cropped, as SR tests score
+
+
 def test_degrade_names_what_is_wrong_with_its_input_folder(capsys, tmp_path):
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))

@@ -518,14 +518,16 @@ def _training_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _degrade_one(img_path: Path, deg) -> np.ndarray:
-    """The input `test` gives a model for this image, as uint8 (one-channel images as H x W)."""
+def _degrade_one(img_path: Path, deg) -> tuple[np.ndarray, np.ndarray]:
+    """The input `test` gives a model for this image and the ground truth it scores the output against,
+    as uint8 (one-channel images as H x W)."""
     from irformers.data.datasets import Sample
     from irformers.data.io import to_uint
     from irformers.evaluate import prepare
 
-    pixels, _ = prepare(Sample(img_path.stem, img_path), deg)
-    return to_uint(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    pixels, target = prepare(Sample(img_path.stem, img_path), deg)
+    as_stored = [(a[..., 0] if a.shape[-1] == 1 else a) for a in (pixels, target)]
+    return to_uint(as_stored[0]), as_stored[1]
 
 
 def _has_alpha(path: Path) -> bool:
@@ -553,6 +555,9 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         problem = "not a folder (degrade reads a folder of images)" if indir.exists() else "no such folder"
         raise UsageError(f"{indir}: {problem}")
     _check_output_folder(outdir, "the output folder")
+    gt_dir = Path(args.gt) if args.gt else None
+    if gt_dir is not None:
+        _check_output_folder(gt_dir, "the --gt folder")
     images = _images_in(indir)
     if not images:
         raise UsageError(f"{indir}: no images in the input folder")
@@ -563,7 +568,13 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         try:
             out = outdir / f"{path.stem}.png"
             _claim_output(path, out, claimed, "choose another output folder")
-            write_image(out, _degrade_one(path, deg))
+            gt = None if gt_dir is None else gt_dir / f"{path.stem}.png"
+            if gt is not None:
+                _claim_output(path, gt, claimed, "choose another --gt folder")
+            degraded, target = _degrade_one(path, deg)
+            write_image(out, degraded)
+            if gt is not None:
+                write_image(gt, target)
             if _has_alpha(path):
                 print(
                     f"note: {path}: its alpha channel is dropped (test scores the other channels)",
@@ -957,6 +968,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="gray images; color files read as gray as `test` reads them (default for denoise/jpeg: gray "
         "when the files are)",
+    )
+    p.add_argument(
+        "--gt",
+        metavar="DIR",
+        help="also write the ground truth `test` scores against (SR: the HR mod-cropped; gray: as read)",
     )
     p.add_argument("indir")
     p.add_argument("outdir")
