@@ -20,7 +20,7 @@ from irformers.data import degrade
 from irformers.data.datasets import Dataset, DatasetError, Sample, resolve_data_root
 from irformers.data.io import ImageError, InputError, to_uint, write_image
 from irformers.data.resize import imresize, modcrop
-from irformers.engine.config import TASKS
+from irformers.engine.config import LEVEL_LIMITS, TASKS
 
 RestoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -47,10 +47,11 @@ class Degradation:
             raise ValueError(f"task '{self.task}' needs --{needs[self.task][0]}")
         if self.task == "sr" and self.scale < 2:
             raise ValueError("task 'sr' needs --scale 2 or more")
-        if self.sigma is not None and not 0 <= self.sigma <= 255:
-            raise ValueError(f"--sigma {self.sigma:g}: noise levels are 0-255 (on the 8-bit scale)")
-        if self.quality is not None and not 1 <= self.quality <= 100:
-            raise ValueError(f"--quality {self.quality}: JPEG qualities are 1-100")
+        (s_lo, s_hi), (q_lo, q_hi) = LEVEL_LIMITS["sigma"], LEVEL_LIMITS["quality"]  # a recipe's limits
+        if self.sigma is not None and not s_lo <= self.sigma <= s_hi:
+            raise ValueError(f"--sigma {self.sigma:g}: noise levels are {s_lo}-{s_hi} (on the 8-bit scale)")
+        if self.quality is not None and not q_lo <= self.quality <= q_hi:
+            raise ValueError(f"--quality {self.quality}: JPEG qualities are {q_lo}-{q_hi}")
         if self.task == "demosaic" and self.gray:
             raise ValueError("--gray: demosaicking needs color images")
 
