@@ -381,6 +381,16 @@ def test_metrics_rescore_what_sr_tests_score_gray_and_odd_sized_images_included(
         assert main(argv) == 1  # without it the sizes differ, and it says so
         assert "differ from hr.png (33, 31, 3)" in capsys.readouterr().err
     assert main(["metrics", str(tmp_path / "gray.png"), str(tmp_path / "hr.png"), "--modcrop", "0"]) == 2
+    assert main(["metrics", str(tmp_path / "gray.png"), str(tmp_path / "hr.png"), "--modcrop", "3"]) == 1
+    assert "differ from hr.png (33, 30) after --modcrop 3" in capsys.readouterr().err
+    assert main(["metrics", str(tmp_path / "gray.png"), str(tmp_path / "hr.png"), "--modcrop", "40"]) == 1
+    assert f"failed: {tmp_path / 'hr.png'}: " in capsys.readouterr().err  # too small for it: the GT's fault
+    # without --y, a gray file against a colour one of equal channels (a gray GT saved as a palette image
+    # reads as gray; a colour model writes RGB) is scored as three equal channels, as before
+    cv2.imwrite(str(tmp_path / "cut.png"), hr[:32, :30])
+    assert main(["metrics", str(tmp_path / "rgb.png"), str(tmp_path / "cut.png"), "--json"]) == 0
+    rescored = json.loads(capsys.readouterr().out)["psnr"]
+    assert rescored == pytest.approx(metrics.psnr(out, hr[:32, :30]), abs=1e-12)
 
 
 def test_metrics_reports_pairs_it_cannot_compare_by_file(capsys, tmp_path):
@@ -451,27 +461,17 @@ def test_degrade_writes_the_ground_truth_test_scores_against(capsys, tmp_path):
     tested = json.loads(capsys.readouterr().out)
     for key in ("psnr", "ssim", "psnr_b"):
         assert rescored[key] == pytest.approx(tested[key], abs=1e-12), key
-    assert main(["degrade", "--task", "sr", "--scale", "2", str(src), str(tmp_path / "lr"), "--gt", str(src)])
-    assert "would overwrite an input (choose another --gt folder)" in capsys.readouterr().err
-    assert main(
-        [
-            "degrade",
-            "--task",
-            "sr",
-            "--scale",
-            "2",
-            str(src),
-            str(tmp_path / "x"),
-            "--gt",
-            str(tmp_path / "x"),
-        ]
-    )
-    assert "output 0.png would overwrite the output of 0.png" in capsys.readouterr().err
+    sr = ["degrade", "--task", "sr", "--scale", "2", str(src), str(tmp_path / "lr"), "--gt"]
+    for gt_arg, taken in (
+        (str(src), "the input folder"),
+        (str(tmp_path / "lr"), "OUTDIR"),
+        ("", "no folder"),
+    ):
+        assert main([*sr, gt_arg]) == 2  # before any image runs
+        assert f"--gt '{gt_arg}': {taken}; ground truth needs its own folder" in capsys.readouterr().err
     hr = tmp_path / "hr"
-    assert (
-        main(["degrade", "--task", "sr", "--scale", "2", str(src), str(tmp_path / "lr"), "--gt", str(hr)])
-        == 0
-    )
+    assert main([*sr, str(hr)]) == 0
+    assert f"wrote 2 of 2 images to {tmp_path / 'lr'} (ground truth to {hr})" in capsys.readouterr().out
     assert cv2.imread(str(hr / "0.png")).shape == (32, 30, 3)  # mod-cropped, as SR tests score
 
 
@@ -582,6 +582,11 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
         (["--task", "jpeg", "--quality", "10", "--scale", "2"], "--scale 2: only --task sr uses it"),
         (["--task", "sr", "--scale", "2", "--sigma", "5"], "--sigma 5: only --task denoise uses it"),
         (["--task", "denoise", "--sigma", "25", "--y"], "--y: only --task paired or sr uses it"),
+        # a gray pair's Y would be 16 + 219/255 v, which metrics --y computes for SR's gray HR
+        (
+            ["--task", "paired", "--y", "--gray", "--dataset", "Rain100L_samples"],
+            "--y: scores the Y channel of",
+        ),
         # the pseudo-models scored OpenCV's gray, which no SR model could be tested on
         (["--task", "sr", "--scale", "2", "--gray"], "--gray: SR reads every image as RGB and scores its Y"),
     ]:

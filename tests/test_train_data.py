@@ -268,6 +268,11 @@ def test_bad_training_data_gives_one_clear_error(tmp_path, monkeypatch):
     assert "no such folder" in _error(DataConfig(**base, train=[SourceConfig("missing")]))
     (tmp_path / "empty").mkdir()
     assert "no images" in _error(DataConfig(**base, train=[SourceConfig("empty")]))
+    (tmp_path / "empty" / "a.heic").write_bytes(b"")  # a set of photos in a format not read: named
+    assert "no images (" in _error(DataConfig(**base, train=[SourceConfig("empty")]))
+    assert "skipping 1 file that is not an image (.heic x1)" in _error(
+        DataConfig(**base, train=[SourceConfig("empty")])
+    )
     bad = _folder(tmp_path / "bad", 2)
     (bad / "im1.png").write_bytes((bad / "im1.png").read_bytes()[:200])  # truncated
     message = _error(DataConfig(**base, train=[SourceConfig("bad")]))

@@ -555,8 +555,13 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         problem = "not a folder (degrade reads a folder of images)" if indir.exists() else "no such folder"
         raise UsageError(f"{indir}: {problem}")
     _check_output_folder(outdir, "the output folder")
-    gt_dir = Path(args.gt) if args.gt else None
+    gt_dir = None if args.gt is None else Path(args.gt)
     if gt_dir is not None:
+        taken = {indir.resolve(): "the input folder", outdir.resolve(): "OUTDIR"}.get(gt_dir.resolve())
+        if not args.gt or taken:
+            raise UsageError(
+                f"--gt {args.gt!r}: {taken if args.gt else 'no folder'}; ground truth needs its own folder"
+            )
         _check_output_folder(gt_dir, "the --gt folder")
     images = _images_in(indir)
     if not images:
@@ -584,7 +589,8 @@ def cmd_degrade(args: argparse.Namespace) -> int:
             failures.append(str(err))
         except ValueError as err:
             failures.append(f"{path}: {err}")
-    print(f"wrote {len(images) - len(failures)} of {len(images)} images to {outdir}")
+    also = "" if gt_dir is None else f" (ground truth to {gt_dir})"
+    print(f"wrote {len(images) - len(failures)} of {len(images)} images to {outdir}{also}")
     for message in failures:
         print(f"failed: {message}", file=sys.stderr)
     return INPUT_FAILED if failures else 0
@@ -643,11 +649,20 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     for pred_path, gt_path in pairs:
         try:
             pred, gt = read_array(pred_path, mode), read_array(gt_path, mode)
+            if (
+                pred.ndim != gt.ndim
+            ):  # a gray file against a colour one (however stored): three equal channels
+                pred, gt = (np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in (pred, gt))
+            cut = ""
             if args.modcrop:  # the HR an SR test scores against: bottom/right cut to the scale's multiple
-                gt = modcrop(gt, args.modcrop)
+                try:
+                    gt = modcrop(gt, args.modcrop)
+                except ValueError as err:
+                    raise ImageError(f"{gt_path}: {err}") from None
+                cut = f" after --modcrop {args.modcrop}"
             if pred.shape != gt.shape:
                 raise ImageError(
-                    f"{pred_path}: size/channels {pred.shape} differ from {gt_path.name} {gt.shape}"
+                    f"{pred_path}: size/channels {pred.shape} differ from {gt_path.name} {gt.shape}{cut}"
                 )
             if pred.dtype != gt.dtype:
                 raise ImageError(

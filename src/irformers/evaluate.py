@@ -54,6 +54,8 @@ class Degradation:
             raise ValueError(f"--quality {self.quality}: JPEG qualities are {q_lo}-{q_hi}")
         if self.task == "demosaic" and self.gray:
             raise ValueError("--gray: demosaicking needs color images")
+        if self.y and self.gray:  # a gray pair's Y would be 16 + 219/255 v: not what --y asks for
+            raise ValueError("--y: scores the Y channel of color images; gray images are scored as they are")
 
     @property
     def label(self) -> str:

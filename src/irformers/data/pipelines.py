@@ -94,9 +94,11 @@ def _source_files(
     elif (target / "HR").is_dir() or ((target / "input").is_dir() and (target / "target").is_dir()):
         files = [(s.target, s.source) for s in find_dataset(target.name, target.parent, scale).samples]
     else:
-        files = [(p, None) for p in split_files(target)[0]]
+        images, others = split_files(target)
+        files = [(p, None) for p in images]
         if not files:
-            raise DatasetError(f"{where}: {target}: no images")
+            skipped = f" ({skipped_note(target, others)})" if others else ""
+            raise DatasetError(f"{where}: {target}: no images{skipped}")
     for folder in dict.fromkeys(p.parent for pair in files for p in pair if p is not None):
         note = skipped_note(folder, split_files(folder)[1])
         if note:
