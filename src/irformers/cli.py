@@ -649,9 +649,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     for pred_path, gt_path in pairs:
         try:
             pred, gt = read_array(pred_path, mode), read_array(gt_path, mode)
-            if (
-                pred.ndim != gt.ndim
-            ):  # a gray file against a colour one (however stored): three equal channels
+            # a gray file against a colour one (a gray palette GT, a colour model's RGB): three equal channels
+            if pred.ndim != gt.ndim:
                 pred, gt = (np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in (pred, gt))
             cut = ""
             if args.modcrop:  # the HR an SR test scores against: bottom/right cut to the scale's multiple
