@@ -513,3 +513,27 @@ def test_large_presets_run(name):
         out = model(x, k=32, backend="mask")
     assert out.shape == (1, d.out_channels, 16 * d.scale, 16 * d.scale)
     assert torch.isfinite(out).all()
+
+
+def test_position_bias_gradients_add_up_in_the_same_order_every_time():
+    """`table[:, index]`'s backward accumulated in thread order on a 2-thread CPU once the index was large
+    (SemanIR's gather and mask paths): the position-bias MLP's gradients, and so a resumed training,
+    differed from run to run in the last bits."""
+    from irformers.models.layers import take_bias
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        table = torch.randn(2, 961, generator=gen, requires_grad=True)
+        index = torch.randint(0, 961, (18, 256, 64), generator=gen)
+        upstream = torch.randn(18, 2, 256, 64, generator=gen)  # batch first, as gather_attention adds it
+        assert torch.equal(take_bias(table, index), table[:, index])
+        grads = []
+        for _ in range(4):
+            table.grad = None
+            (take_bias(table, index).transpose(0, 1) * upstream).sum().backward()
+            grads.append(table.grad.clone())
+        assert all(torch.equal(grads[0], g) for g in grads[1:])
+    finally:
+        torch.set_num_threads(threads)

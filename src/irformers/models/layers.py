@@ -131,6 +131,13 @@ def relative_position_index(window: Size2, device: torch.device | None = None) -
     return (ys[:, None] - ys[None, :] + h - 1) * (2 * w - 1) + (xs[:, None] - xs[None, :] + w - 1)
 
 
+def take_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`table[:, index]`, `(heads, *index.shape)`, by index_select: its backward (index_add) sums in a fixed
+    order on the CPU, where advanced indexing's accumulating backward does not once the index is large
+    (at 2 threads the position-bias MLP's gradients differed from one backward pass to the next)."""
+    return table.index_select(1, index.reshape(-1)).view(table.shape[0], *index.shape)
+
+
 class ContinuousPositionBias(nn.Module):
     """Per-head relative position bias produced by an MLP from log-spaced offsets (16 * sigmoid)."""
 
@@ -152,7 +159,7 @@ class ContinuousPositionBias(nn.Module):
 
     def dense(self, window: Size2) -> torch.Tensor:
         """Bias `(num_heads, N, N)` between every query and key of an `(h, w)` window."""
-        return self(window)[:, relative_position_index(window, self.mlp[0].weight.device)]
+        return take_bias(self(window), relative_position_index(window, self.mlp[0].weight.device))
 
 
 # --------------------------------------------------------------------------- MLP, DropPath, stage convs

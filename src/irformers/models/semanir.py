@@ -33,6 +33,7 @@ from .layers import (
     pad_to_multiple,
     relative_position_index,
     shape_cache,
+    take_bias,
     window_partition,
     window_reverse,
 )
@@ -162,7 +163,7 @@ def mask_attention(
     """
     b, n, h, _ = q.shape
     rel = relative_position_index(dictionary.window, table.device)
-    bias = table[:, rel].to(q.dtype)  # (h, N, N)
+    bias = take_bias(table, rel).to(q.dtype)  # (h, N, N)
     allowed = dictionary.allowed()  # (B', 1, N, N)
     step = max(1, chunk_bytes // (h * n * n * q.element_size()))
     buffer = None if torch.is_grad_enabled() else dictionary.scratch((min(step, b), h, n, n), q)
@@ -208,7 +209,7 @@ def gather_attention(
     for s in range(0, n, step):
         index = dictionary.index[:, None, s : s + step]  # (B', 1, c, k)
         keys, values = kh[batch, head, index], vh[batch, head, index]  # (B', h, c, k, d)
-        bias = table[:, rows[:, s : s + step]].transpose(0, 1).to(q.dtype)  # (B', h, c, k)
+        bias = take_bias(table, rows[:, s : s + step]).transpose(0, 1).to(q.dtype)  # (B', h, c, k)
         scores = (qh[:, :, s : s + step, None] @ keys.transpose(-1, -2)).squeeze(-2) + bias
         outs.append((scores.softmax(-1).unsqueeze(-2) @ values).squeeze(-2))
     return torch.cat(outs, dim=2).transpose(1, 2)
@@ -221,7 +222,7 @@ def _fused_scores(
     # Broadcast product + sum (not einsum) so that the compiler fuses the gather into the reduction:
     # the (B', N, k, h, d) gathered keys are never written to memory.
     keys = _gather_rows(k, index).transpose(2, 3)  # (B', N, h, k, d), a view
-    return (q.unsqueeze(3) * keys).sum(-1) + table[:, rows].permute(1, 2, 0, 3)
+    return (q.unsqueeze(3) * keys).sum(-1) + take_bias(table, rows).permute(1, 2, 0, 3)
 
 
 def _fused_weighted_sum(probs: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
