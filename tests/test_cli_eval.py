@@ -487,15 +487,20 @@ def test_degrade_names_what_is_wrong_with_its_input_folder(capsys, tmp_path):
 
 
 def test_degrade_never_writes_over_its_inputs(capsys, tmp_path):
-    """Into its own folder, and a.jpg beside a.png: both refused by name, the originals untouched."""
+    """Into its own folder (refused before any image) and a.jpg beside a.png (refused by name): the
+    originals untouched."""
     cv2.imwrite(str(tmp_path / "a.png"), np.full((16, 16, 3), 128, np.uint8))
     cv2.imwrite(str(tmp_path / "a.jpg"), np.full((16, 16, 3), 128, np.uint8))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert main(["degrade", "--task", "denoise", "--sigma", "50", str(tmp_path), str(tmp_path)]) == 1
-    captured = capsys.readouterr()
-    assert "wrote 0 of 2" in captured.out
-    assert "a.jpg: output a.png would overwrite an input (choose another output folder)" in captured.err
-    assert "a.png: output a.png would overwrite an input" in captured.err
+    assert main(["degrade", "--task", "denoise", "--sigma", "50", str(tmp_path), str(tmp_path)]) == 2
+    assert (
+        f"{tmp_path}: the input folder; the degraded images need their own folder" in capsys.readouterr().err
+    )
+    (tmp_path / "Set" / "HR").mkdir(parents=True)  # a benchmark set's layout: said where the images are
+    assert main(["degrade", "--task", "sr", "--scale", "2", str(tmp_path / "Set"), str(tmp_path / "lr")]) == 2
+    assert "no images in the input folder (an SR set: its images are in HR/)" in capsys.readouterr().err
+    (tmp_path / "Set" / "HR").rmdir()
+    (tmp_path / "Set").rmdir()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     out = tmp_path / "out"
     assert main(["degrade", "--task", "denoise", "--sigma", "50", str(tmp_path), str(out)]) == 1

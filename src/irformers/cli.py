@@ -554,6 +554,8 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     if not indir.is_dir():
         problem = "not a folder (degrade reads a folder of images)" if indir.exists() else "no such folder"
         raise UsageError(f"{indir}: {problem}")
+    if outdir.resolve() == indir.resolve():
+        raise UsageError(f"{outdir}: the input folder; the degraded images need their own folder")
     _check_output_folder(outdir, "the output folder")
     gt_dir = None if args.gt is None else Path(args.gt)
     if gt_dir is not None:
@@ -565,7 +567,8 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         _check_output_folder(gt_dir, "the --gt folder")
     images = _images_in(indir)
     if not images:
-        raise UsageError(f"{indir}: no images in the input folder")
+        layout = " (an SR set: its images are in HR/)" if (indir / "HR").is_dir() else ""
+        raise UsageError(f"{indir}: no images in the input folder{layout}")
     gray = _degraded_gray(str(indir), lambda: images, args)  # as `test` degrades a set for a pseudo-model
     deg = Degradation(args.task, args.scale or 1, args.sigma, args.quality, gray=gray)
     failures, claimed = [], _inputs_claimed(images)
