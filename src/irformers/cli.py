@@ -647,13 +647,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.modcrop is not None and args.modcrop < 1:
         raise UsageError(f"--modcrop {args.modcrop}: must be at least 1")
     pairs, failures = _metric_pairs(Path(args.pred), Path(args.gt))
-    mode = "rgb" if args.y else "unchanged"  # Y of a gray image as SR tests read it: three equal channels
     rows = []
     for pred_path, gt_path in pairs:
         try:
-            pred, gt = read_array(pred_path, mode), read_array(gt_path, mode)
-            # a gray file against a colour one (a gray palette GT, a colour model's RGB): three equal channels
-            if pred.ndim != gt.ndim:
+            pred, gt = read_array(pred_path, "unchanged"), read_array(gt_path, "unchanged")
+            # gray files as three equal channels: for Y, as SR tests read a gray HR; against a colour file
+            # (a gray palette GT, a colour model's RGB), as its channels
+            if args.y or pred.ndim != gt.ndim:
                 pred, gt = (np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in (pred, gt))
             cut = ""
             if args.modcrop:  # the HR an SR test scores against: bottom/right cut to the scale's multiple
