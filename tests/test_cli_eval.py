@@ -633,3 +633,26 @@ def test_out_of_range_levels_and_mismatched_sets_are_usage_errors(capsys, data_r
         main(["degrade", "--task", "sr", "--scale", "2", "--gray", str(data_root / "Set5" / "HR"), "/x"]) == 2
     )
     assert "--gray: SR reads every image as RGB" in capsys.readouterr().err
+
+
+def test_a_model_is_scored_on_its_own_task_unless_told(capsys, tmp_path):
+    """--task was required even for a model that says its task; a pseudo-model still needs it."""
+    rng = np.random.default_rng(0)
+    for sub in ("input", "target"):
+        (tmp_path / "Pairs" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "Pairs" / sub / "a.png"), rng.integers(0, 256, (32, 32, 3), np.uint8))
+    (tmp_path / "Gray").mkdir()
+    cv2.imwrite(str(tmp_path / "Gray" / "a.png"), rng.integers(0, 256, (32, 32), np.uint8))
+    root = ["--data-root", str(tmp_path), "--json"]
+    assert (
+        main(["test", "--model", "semanir-t-denoise-gray", "--sigma", "25", "--dataset", "Gray", *root]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["task"] == "denoise"
+    # a deblurring model's benchmarks are paired sets
+    deblur = ["test", "--model", "hiir-unet-deblur", "--allow-random-init", "--dataset", "Pairs"]
+    assert main([*deblur, *root]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == "paired"
+    assert main(["test", "--model", "semanir-t-denoise-gray", "--quality", "10", *root]) == 2
+    assert "--quality 10: only --task jpeg uses it, not --task denoise" in capsys.readouterr().err
+    assert main(["test", "--model", "identity", "--dataset", "Gray", *root]) == 2
+    assert "--task: identity is a pseudo-model; say which task" in capsys.readouterr().err

@@ -180,6 +180,11 @@ def _check_levels(args: argparse.Namespace) -> None:
         raise UsageError("--gray: SR reads every image as RGB and scores its Y channel")
 
 
+def _test_task(desc) -> str:
+    """The benchmark task a model is scored on by default: its own, or paired sets (deblurring, deraining)."""
+    return desc.task if desc.task in TASKS else "paired"
+
+
 def _check_model_task(model, args: argparse.Namespace, scales: list) -> list:
     """Refuse settings the model was not built for; an SR model's scale is the default ``--scale``."""
     desc = model.descriptor
@@ -224,16 +229,20 @@ def cmd_test(args: argparse.Namespace) -> int:
     )
     from irformers.inference import model_label
 
-    _check_levels(args)
     if args.save_dir:
         _check_output_folder(Path(args.save_dir), "--save-dir")
     model = restorer = model_gray = None
     scales = _numbers(args.scale, int)
     label, params_m = args.model, None
     if args.model in PSEUDO_MODELS:
+        if args.task is None:
+            raise UsageError(f"--task: {args.model} is a pseudo-model; say which task to score it on")
+        _check_levels(args)
         _check_no_model_options(args)
     else:
         model, restorer = _load_model(args)
+        args.task = args.task or _test_task(model.descriptor)
+        _check_levels(args)
         scales = _check_model_task(model, args, scales)
         label, params_m = model_label(model, args.model), sum(p.numel() for p in model.parameters()) / 1e6
         label += _options_text(args, restorer)
@@ -941,7 +950,11 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="preset name, weights file, or a pseudo-model: bicubic | identity | malvar",
     )
-    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        help="the degradation to score (default: the model's task; paired for deblurring)",
+    )
     p.add_argument(
         "--dataset",
         help="set name(s) under the data root, comma-separated (default: the task's standard sets)",
