@@ -261,6 +261,23 @@ def test_precision_choices():
     assert 0 < np.abs(bf16 - fp32).max() < 0.1  # it did run in reduced precision, and stayed close
 
 
+def test_fp32_runs_without_tf32_and_leaves_the_flags_as_they_were():
+    """cuDNN ran an fp32 test's convolutions as TF32 on Ampere+ GPUs (PyTorch's default)."""
+    backends = torch.backends
+    new_api = hasattr(backends.cudnn, "conv")
+
+    def flags():
+        if new_api:
+            return backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision
+        return backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
+
+    before, seen = flags(), []
+    toy = Toy(lambda x: seen.append(flags()) or x)
+    Restorer(toy, precision="fp32", device="cpu")(np.zeros((8, 8, 3), np.float32))
+    Restorer(toy, precision="bf16", device="cpu")(np.zeros((8, 8, 3), np.float32))
+    assert seen == [("ieee", "ieee") if new_api else (False, False), before] and flags() == before
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fp16_warns_for_models_not_marked_safe():
     model = build_model(TINY_SR)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -30,3 +33,21 @@ def native_bf16(device: torch.device) -> bool:
     """Whether a CUDA device computes in bfloat16 natively (Ampere on); torch's own check also says
     yes for the slow emulation of older GPUs, and asks about the current device, not this one."""
     return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """Float32 convolutions and matrix products at full precision while inside: PyTorch lets cuDNN run
+    float32 convolutions as TF32 on Ampere and later GPUs, so an fp32 score there was not the model's.
+    The flags are global; they are put back on leaving."""
+    new_api = hasattr(torch.backends.cudnn, "conv")  # torch 2.9 on: a precision per backend
+    name, full = ("fp32_precision", "ieee") if new_api else ("allow_tf32", False)
+    flags = (torch.backends.cudnn.conv if new_api else torch.backends.cudnn, torch.backends.cuda.matmul)
+    saved = [getattr(flag, name) for flag in flags]
+    for flag in flags:
+        setattr(flag, name, full)
+    try:
+        yield
+    finally:
+        for flag, value in zip(flags, saved, strict=True):
+            setattr(flag, name, value)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from irformers.data.io import InputError
-from irformers.devices import native_bf16, resolve_device
+from irformers.devices import full_fp32, native_bf16, resolve_device
 from irformers.engine.checkpoint import (
     WEIGHTS_FILE,
     WEIGHTS_SUFFIXES,
@@ -455,7 +455,8 @@ class Restorer:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).contiguous()
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+        fp32 = self.dtype == torch.float32
+        with full_fp32() if fp32 else torch.autocast(self.device.type, dtype=self.dtype):
             y = self.net(x, **self.kwargs)
         return y.float().cpu()
 
