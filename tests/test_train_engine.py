@@ -171,6 +171,8 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     assert "is at step 6 with a changed recipe: train.lr: 0.001 -> 0.0005; train.steps: 6 -> 4" in err
     assert "resumes" not in err  # it has nothing to do
     assert "nothing to do, the run is at step 6 of 4" in err
+    assert main(["train", str(_write(tmp_path, _raw_config(tmp_path, val=no_val)))]) == 0
+    assert capsys.readouterr().out.startswith("nothing trained: ")  # was "trained 6/6 steps in 2 s"
     saved = yaml.safe_load((tmp_path / "runs" / "run" / "config.yaml").read_text())["train"]
     assert (saved["steps"], saved["lr"]) == (6, 1e-3)
     with pytest.raises(ConfigError) as info:  # another network: refused, naming the first mismatch
@@ -742,7 +744,7 @@ def test_an_image_broken_past_its_header_stops_training_with_one_line(tmp_path, 
     assert not any("Traceback" in line for line in err)
 
 
-def test_init_from_other_scale_loads_what_fits(tmp_path):
+def test_init_from_other_scale_loads_what_fits(tmp_path, capsys):
     from irformers.engine.checkpoint import save_weights
 
     x2 = build_model_from_config(TINY_SEMANIR)
@@ -751,6 +753,11 @@ def test_init_from_other_scale_loads_what_fits(tmp_path):
     raw["model"]["preset"] = "semanir-t-sr-x3"
     raw["data"]["scale"] = 3
     raw["data"]["patch_size"] = 12
+    capsys.readouterr()  # said before a run, by --check too: it was only in the run's log
+    assert main(["train", str(_write(tmp_path, raw)), "--check"]) == 0
+    tensors, init = len(x2.state_dict()), tmp_path / "x2.safetensors"
+    note = f"train.init: 2 of the model's {tensors} tensors are not in {init} or differ in shape"
+    assert note in capsys.readouterr().err
     trainer = Trainer(config_from_dict(raw))
     assert trainer.init_skipped and all(k.startswith("frame.upsample.") for k in trainer.init_skipped)
     loaded = trainer.model.state_dict()

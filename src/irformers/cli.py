@@ -799,9 +799,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         val = summary["validation"]
         scores = {k: v for k, v in val.items() if k != "step"}
         when = "" if val.get("step") == summary["steps"] else f" (at step {val.get('step')})"
+        done = f"trained {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.0f} s"
         print(
-            f"trained {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.0f} s: "
-            f"{cfg.run_dir / WEIGHTS_FILE}" + (f"; validation{when} {json.dumps(scores)}" if scores else "")
+            f"{done if trainer.trained_now else 'nothing trained'}: {cfg.run_dir / WEIGHTS_FILE}"
+            + (f"; validation{when} {json.dumps(scores)}" if scores else "")
         )
     return 0
 

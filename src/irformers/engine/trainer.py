@@ -497,6 +497,16 @@ class Trainer:
         if cfg.log.tensorboard:
             _tensorboard_writer()
         self._load_resume_state()
+        if self.dist.rank == 0 and self.init_skipped and self.resume_from is None:  # --check shows it too
+            shown, more = self.init_skipped[:4], len(self.init_skipped) - 4
+            names = ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+            print(
+                f"{cfg.run.name}: note: train.init: {len(self.init_skipped)} of the model's "
+                f"{len(self.model.state_dict())} tensors are not in {cfg.train.init} or differ in shape, "
+                f"and start from scratch: {names}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _load_resume_state(self) -> None:
         """The state `run.resume` names, if any, checked, with its raw weights loaded into the model."""
@@ -665,6 +675,7 @@ class Trainer:
             self.resume_state = None  # the optimizer holds its own copies now
         stop = min(t.steps, cfg.run.stop_at or t.steps)
         start = self.step
+        self.trained_now = max(0, stop - start)  # what this call trains (its end, unless interrupted)
         if info.is_main:
             self._say_what_is_replaced(start, stop)
         if stop <= start:  # a finished run's rerun: its recipe and log keep the sessions that trained
