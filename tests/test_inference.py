@@ -222,6 +222,10 @@ def test_the_python_api_says_when_a_tile_runs_otherwise_than_asked():
         restorer(np.zeros((3 * grid, grid, 3), np.float32))
     said = [str(w.message) for w in caught if w.category is TileWarning]
     assert len(said) == 1 and "seams may show" in said[0] and caught[0].filename == __file__
+    with warnings.catch_warnings(record=True) as caught:  # through restore: they pointed at inference.py
+        warnings.simplefilter("always")
+        irformers.restore(np.zeros((3 * grid, grid, 3), np.float32), model, tile=grid + 1, device="cpu")
+    assert len(caught) == 2 and {w.filename for w in caught} == {__file__}
     with warnings.catch_warnings():
         warnings.simplefilter("error", TileWarning)
         assert Restorer(model, tile=2 * grid, device="cpu").tile == 2 * grid  # as asked, overlapping
@@ -242,6 +246,31 @@ def test_integer_pixels_are_scaled_by_restore_and_refused_by_restorer():
     for shape in ((2, 8, 8, 3), (0, 8, 3)):  # a batch was called a 24-channel image; an empty one crashed
         with pytest.raises(ValueError, match=r"^an image of shape .*: Restorer takes one H x W"):
             irformers.restore(np.zeros(shape, np.float32), toy, device="cpu")
+    # 0-255 floats (cv2.imread(...).astype(np.float32)) came back as garbage, NaN as NaN; noise may overshoot
+    assert irformers.restore(np.full((8, 8, 3), 1.9, np.float32), toy, tile="none", device="cpu").max() > 1
+    for bad, problem in ((np.full((8, 8), 200.0), "pixels up to 200: "), (np.full((8, 8), np.nan), "NaN")):
+        with pytest.raises(ValueError, match=problem):
+            irformers.restore(bad.astype(np.float32), toy, device="cpu")
+
+
+def test_restore_takes_a_name_and_leaves_the_model_as_it_was():
+    """restore(x, "preset") was an AttributeError ('str' object has no attribute 'descriptor'), and a
+    model in training mode came back in eval mode."""
+    img = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+    assert irformers.restore(img, "semanir-t-sr-x2", device="cpu").shape == (32, 32, 3)
+    model = build_model(TINY_SR).train()
+    irformers.restore(img, model, device="cpu")
+    assert model.training
+    for bad in (None, nn.Conv2d(3, 3, 3)):
+        with pytest.raises(TypeError, match="Restorer takes an irformers model"):
+            irformers.restore(img, bad, device="cpu")
+    with pytest.raises(CheckpointError, match="did you mean semanir-t-sr-x2"):
+        irformers.load_model("semanir-t-srx2")
+    # numpy's whole numbers are sizes; 0 MB was the default budget, -5 a math error, a float k torch's error
+    assert Restorer(model, tile=np.int64(32), k=np.int64(8), device="cpu").tile == 32
+    for options, problem in (({"memory_mb": 0}, "memory_mb must be > 0"), ({"k": 8.5}, "whole number")):
+        with pytest.raises(ValueError, match=problem):
+            Restorer(model, device="cpu", **options)
 
 
 def test_precision_choices():

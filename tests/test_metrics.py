@@ -40,6 +40,9 @@ def test_psnr_identical_is_inf_and_errors_are_clear():
         psnr(img, img[:, :15])
     with pytest.raises(TypeError, match="uint8 or uint16"):
         psnr(img.astype(np.float32), img.astype(np.float32))
+    rgba = np.dstack([img] * 4)  # y=True scored its four channels as they were, as if y=False
+    with pytest.raises(ValueError, match="luma of RGB or gray images, not of 4 channels"):
+        psnr(rgba, rgba, y=True)
 
 
 def test_crop_border():

@@ -13,6 +13,7 @@ they sum to exactly one everywhere and the output needs no weight buffer.
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
 import warnings
@@ -45,6 +46,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # the explicit precisions (`descriptor.DTYPES` names what a model supports)
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_MEMORY_MB = 1024  # activation budget for --tile auto on CPU; on CUDA half the free memory
+FLOAT_MAX = 16.0  # unclipped noise of the largest sigma (255) stays below 7: 0-255 floats do not
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -113,7 +115,9 @@ def load_model(
     elif path.suffix.lower() in WEIGHTS_SUFFIXES or len(path.parts) > 1:
         raise CheckpointError(f"{path}: no such file")
     else:
-        raise CheckpointError(f"{spec}: neither a weights file nor a preset name (see `irformers models`)")
+        close = difflib.get_close_matches(str(spec), PRESETS, n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else " (see `irformers models`)"
+        raise CheckpointError(f"{spec}: neither a weights file nor a preset name{hint}")
     model.random_init = getattr(model, "random_init", False)
     return model.to(device).eval()
 
@@ -179,6 +183,15 @@ def model_label(model: nn.Module, spec: str | Path) -> str:
 # --------------------------------------------------------------------------- device and precision
 
 
+def _warn_caller(message: str, category: type[Warning]) -> None:
+    """A warning attributed to the first line outside this module and torch's wrappers (inference_mode):
+    the user's, whether it called ``Restorer``, ``restore`` or the CLI."""
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith((__name__, "torch")):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 def resolve_precision(precision: str, device: torch.device, model: nn.Module) -> torch.dtype:
     """``auto``: bf16 autocast on CUDA devices that support it, else fp32 (on CPU bf16 is slower and
     lossy). fp16 runs only on CUDA and warns for models the descriptor does not mark fp16-safe."""
@@ -197,10 +210,10 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module) ->
         if device.type != "cuda":
             raise ValueError("--precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
         if not desc.fp16_safe:
-            warnings.warn(
+            _warn_caller(
                 f"{desc.arch}: fp16 inference is not checked for this model and may overflow; "
                 f"bf16 is the safe reduced precision",
-                stacklevel=2,
+                UserWarning,
             )
     elif dtype == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
         raise ValueError("--precision bf16: this CUDA device has no native bfloat16 (before Ampere)")
@@ -397,6 +410,13 @@ class Restorer:
     A gray image given to a color model goes through as three equal channels and comes back as one
     (their mean); a color image given to a gray model is an error, and so is an integer image (scale it,
     or use ``restore``, which does). The model is moved to ``device`` and put in eval mode.
+
+    ``tile``: ``"auto"`` (tiles only when the image would not fit ``memory_mb`` of activations: 1 GiB on
+    CPU, half the free memory on CUDA), a side in input pixels, or None / 0 / ``"none"`` for one pass;
+    ``overlap``: input pixels shared by neighbouring tiles (None: the model's default); ``k``: SemanIR's
+    keys per query at inference; ``device="auto"``: the GPU the model is on, else the first GPU, else the
+    CPU; ``progress``: a tqdm bar over tiles; ``compile``: ``torch.compile`` the model (worth it for many
+    images of one size). The output is not clipped: a restoration may overshoot [0, 1] a little.
     """
 
     def __init__(
@@ -413,7 +433,18 @@ class Restorer:
         progress: bool = False,
         compile: bool = False,
     ) -> None:
+        if not hasattr(model, "descriptor"):  # a preset name, or a plain torch module
+            raise TypeError(
+                f"Restorer takes an irformers model (irformers.load_model or build_model), not "
+                f"{type(model).__name__}"
+            )
         self.desc = model.descriptor
+        tile, overlap, k = (
+            int(v) if isinstance(v, np.integer) else v for v in (tile, overlap, k)
+        )  # computed
+        param = next(model.parameters(), None)
+        if device in ("auto", None) and param is not None and param.device.type == "cuda":
+            device = param.device  # the GPU it is on, not the first one
         try:
             self.device = resolve_device(device)
         except ValueError as err:
@@ -421,8 +452,10 @@ class Restorer:
         self.dtype = resolve_precision(precision, self.device, model)
         if k is not None and not self.desc.supports_k:
             raise ValueError(f"--k applies to SemanIR models only; this is a {self.desc.arch} model")
-        if k is not None and k < 1:
-            raise ValueError(f"--k must be >= 1, got {k}")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise ValueError(f"--k must be a whole number >= 1, got {k!r}")
+        if memory_mb is not None and not memory_mb > 0:  # 0 was the default budget, -5 a math error
+            raise ValueError(f"memory_mb must be > 0 (None: the default budget), got {memory_mb!r}")
         self.model = model.to(self.device).eval()
         # compiled once per input shape; tiles share a shape, so a tiled image compiles at most a few times
         self.net = torch.compile(self.model) if compile else self.model
@@ -443,9 +476,7 @@ class Restorer:
         side = max(tile, grid) + 1  # an image larger than the rounded tile is tiled
         ran, ran_overlap = plan_tiles(self.model, side, side, tile, overlap)
         if ran != tile:
-            warnings.warn(
-                f"tile {tile} runs as {ran} (tiles are multiples of {grid} px here)", TileWarning, 3
-            )
+            _warn_caller(f"tile {tile} runs as {ran} (tiles are multiples of {grid} px here)", TileWarning)
         if ran_overlap == 0 and overlap is None:  # not when no overlap was asked for
             self.seam_note = (
                 f"{ran}-pixel tiles cannot overlap (their starts are multiples of {grid} px), so seams may "
@@ -466,6 +497,13 @@ class Restorer:
             raise InputError(f"{image.dtype} pixels: Restorer takes float images in [0, 1]")
         if image.ndim not in (2, 3) or 0 in image.shape:  # a batch read as 24 channels; an empty crop
             raise InputError(f"an image of shape {image.shape}: Restorer takes one H x W or H x W x C image")
+        if not np.isfinite(image).all():
+            raise InputError("an image with NaN or infinite pixels: Restorer takes float images in [0, 1]")
+        if image.max() > FLOAT_MAX:  # an image read as 0-255 floats, which came back as garbage
+            raise InputError(
+                f"pixels up to {float(image.max()):g}: Restorer takes float images in [0, 1] "
+                f"(divide 0-255 values by 255)"
+            )
         img = image[..., None] if image.ndim == 2 else image
         channels, expected = img.shape[2], self.desc.in_channels
         to_gray = channels == 1 and expected == 3 and self.desc.out_channels == 3
@@ -486,7 +524,7 @@ class Restorer:
         plan = plan_tiles(self.model, *x.shape[-2:], self.tile, self.overlap, self.memory_mb, self.device)
         self.last_plan = plan  # (tile, overlap) or None: what reports say ran
         if plan is not None and self.seam_note:
-            warnings.warn(self.seam_note, TileWarning, 3)  # past inference_mode's wrapper: the caller
+            _warn_caller(self.seam_note, TileWarning)
             self.seam_note = None
         try:
             if plan is None:
@@ -517,9 +555,11 @@ class Restorer:
         return out.mean(axis=2, keepdims=True) if to_gray else out
 
 
-def restore(image: np.ndarray, model: nn.Module, **options) -> np.ndarray:
-    """Restore one float32 H x W (x C) image in [0, 1] (uint8/uint16 are scaled to it); options as
-    ``Restorer`` (tile, overlap, ensemble, precision, device, k, memory_mb, progress, compile)."""
+def restore(image: np.ndarray, model: nn.Module | str | Path, **options) -> np.ndarray:
+    """Restore one float32 H x W (x C) image in [0, 1] (uint8/uint16 are scaled to it) with a model, or a
+    preset name or weights file (``load_model``'s); options as ``Restorer`` (tile, overlap, ensemble,
+    precision, device, k, memory_mb, progress, compile). The model is moved to the device, as by
+    ``Restorer``, and left in the mode it was in. For many images, one ``Restorer`` skips the set-up."""
     if not isinstance(image, np.ndarray):  # a tensor failed inside numpy ("Cannot interpret 'torch.float32'")
         raise TypeError(
             f"restore takes a numpy array (H x W x C), not {type(image).__name__}; a tensor: "
@@ -529,5 +569,12 @@ def restore(image: np.ndarray, model: nn.Module, **options) -> np.ndarray:
         image = image.astype(np.float32) / np.iinfo(image.dtype).max
     elif not np.issubdtype(image.dtype, np.floating):
         raise InputError(f"{image.dtype} pixels: restore takes float in [0, 1], uint8 or uint16")
-    out = Restorer(model, **options)(image)
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    training = getattr(model, "training", None)
+    try:
+        out = Restorer(model, **options)(image)
+    finally:
+        if training is not None:
+            model.train(training)
     return out[..., 0] if image.ndim == 2 else out

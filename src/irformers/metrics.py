@@ -52,6 +52,8 @@ def _prepare(pred: np.ndarray, gt: np.ndarray, crop: int, y: bool) -> tuple[np.n
     if pred.ndim not in (2, 3):
         raise ValueError(f"expected an H x W or H x W x C image, got shape {pred.shape}")
     peak = _peak(pred)
+    if y and pred.ndim == 3 and pred.shape[2] not in (1, 3):  # RGBA's four channels were scored as they are
+        raise ValueError(f"y=True scores the luma of RGB or gray images, not of {pred.shape[2]} channels")
     pred, gt = crop_border(pred, crop), crop_border(gt, crop)
     if y and pred.ndim == 3 and pred.shape[2] == 3:  # a gray image is its own luma (as BasicSR scores it)
         pred, gt = rgb_to_y(pred), rgb_to_y(gt)
