@@ -66,6 +66,8 @@ def test_noise_seeds():
     assert not np.array_equal(first, add_gaussian_noise(clean, 15, seed=4))
     with pytest.raises(TypeError):
         add_gaussian_noise(np.zeros((4, 4), np.uint8), 15)
+    with pytest.raises(ValueError, match="noise levels are 0-255, not -5"):  # numpy said "scale < 0"
+        add_gaussian_noise(clean, -5)
 
 
 def test_sample_sigma_is_uniform_in_range():

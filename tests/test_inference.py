@@ -323,6 +323,8 @@ def test_gray_through_color_model_and_color_into_gray_model():
     np.testing.assert_allclose(out, gray, atol=1e-6)  # the mean of the three channels
     with pytest.raises(ValueError, match="3-channel image"):
         Restorer(Toy(lambda x: x, channels=(1, 1)), device="cpu")(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match=r"a 20-channel image .* \(channels go last, H x W x C"):
+        Restorer(toy, device="cpu")(np.zeros((3, 20, 20), np.float32))  # torch's layout
 
 
 def test_k_is_passed_to_semanir_and_refused_elsewhere():

@@ -454,6 +454,10 @@ def test_write_rejects_bad_integer_dtype_and_shape(tmp_path):
         write_image(tmp_path / "a.png", np.zeros((4, 4), np.int64))
     with pytest.raises(ImageError, match="H x W"):
         write_image(tmp_path / "a.png", np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(ImageError, match=r"a\.png: pixels contain NaN"):  # the path was missing
+        write_image(tmp_path / "a.png", np.full((4, 4), np.nan, np.float32))
+    with pytest.raises(ImageError, match=r"a\.png: pixels must be a numpy array, not list"):
+        write_image(tmp_path / "a.png", [[0.5]])
 
 
 # --- atomic write ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from skimage.metrics import structural_similarity
 
 from irformers.metrics import crop_border, psnr, psnr_b, rgb_to_y, ssim
@@ -40,6 +41,12 @@ def test_psnr_identical_is_inf_and_errors_are_clear():
         psnr(img, img[:, :15])
     with pytest.raises(TypeError, match="uint8 or uint16"):
         psnr(img.astype(np.float32), img.astype(np.float32))
+    with pytest.raises(TypeError, match=r"got float32 \(irformers.data.io.to_uint rounds"):
+        psnr(img.astype(np.float32), img)
+    with pytest.raises(TypeError, match="metrics take numpy arrays, not Tensor"):  # was "got torch.uint8"
+        psnr(torch.from_numpy(img), img)
+    noisy = np.clip(img.astype(int) + 3, 0, 255).astype(np.uint8)
+    assert psnr(noisy[..., None], img) == psnr(noisy, img)  # restore's H x W x 1 against a gray file
     rgba = np.dstack([img] * 4)  # y=True scored its four channels as they were, as if y=False
     with pytest.raises(ValueError, match="luma of RGB or gray images, not of 4 channels"):
         psnr(rgba, rgba, y=True)

@@ -511,7 +511,9 @@ class Restorer:
             img = np.repeat(img, 3, axis=2)
         elif channels != expected:
             advice = ""
-            if self.desc.bayer_input:  # a gray conversion would be no mosaic
+            if channels > 4 and img.shape[0] in (1, 3, 4):  # torch's layout
+                advice = " (channels go last, H x W x C; a C x H x W array: a.transpose(1, 2, 0))"
+            elif self.desc.bayer_input:  # a gray conversion would be no mosaic
                 advice = " (it takes a 1-channel RGGB mosaic: irformers degrade --task demosaic makes one)"
             elif expected == 1:
                 advice = " (convert it to gray first, or use a color model)"

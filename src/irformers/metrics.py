@@ -17,10 +17,13 @@ _PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 def _peak(img: np.ndarray) -> float:
     # Float images are refused: papers round the output to uint8 before measuring, and a float image
     # would silently be measured against the wrong peak.
+    if not isinstance(img, np.ndarray):  # a tensor's dtype read like the problem ("got torch.uint8")
+        raise TypeError(f"metrics take numpy arrays, not {type(img).__name__}")
     try:
         return _PEAKS[img.dtype]
     except KeyError:
-        raise TypeError(f"metrics take uint8 or uint16 images, got {img.dtype}") from None
+        hint = " (irformers.data.io.to_uint rounds a [0, 1] float image)" if img.dtype.kind == "f" else ""
+        raise TypeError(f"metrics take uint8 or uint16 images, got {img.dtype}{hint}") from None
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -45,6 +48,10 @@ def crop_border(img: np.ndarray, n: int) -> np.ndarray:
 
 def _prepare(pred: np.ndarray, gt: np.ndarray, crop: int, y: bool) -> tuple[np.ndarray, np.ndarray, float]:
     """Check, crop and (optionally) take Y; returns float64 H x W x C arrays and the peak."""
+    for img in (pred, gt):
+        _peak(img)  # numpy arrays of integer pixels, before their shapes are compared
+    if pred.shape[:2] == gt.shape[:2] and {pred.shape[2:], gt.shape[2:]} == {(), (1,)}:
+        pred, gt = pred.reshape(gt.shape), gt  # H x W x 1 (restore's gray) against H x W (a gray file)
     if pred.shape != gt.shape:
         raise ValueError(f"images differ in shape: pred {pred.shape} vs gt {gt.shape}")
     if pred.dtype != gt.dtype:

@@ -27,6 +27,8 @@ def add_gaussian_noise(clean: np.ndarray, sigma: float, seed: int = 0) -> np.nda
     """
     if not np.issubdtype(clean.dtype, np.floating):
         raise TypeError(f"add_gaussian_noise takes a float image in [0, 1], got {clean.dtype}")
+    if not sigma >= 0:  # numpy's own error said "scale < 0"
+        raise ValueError(f"noise levels are 0-255, not {sigma}")
     noise = np.random.RandomState(seed).normal(0.0, sigma / 255.0, clean.shape)
     return (clean.astype(np.float64) + noise).astype(np.float32)
 

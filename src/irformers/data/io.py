@@ -280,7 +280,11 @@ def _quiet_pillow() -> Iterator[None]:
 
 
 def _quantise(path: Path, arr: np.ndarray, bit_depth: int, what: str) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):  # a tensor failed inside numpy ("Cannot interpret 'torch.float32'")
+        raise _error(path, f"{what} must be a numpy array, not {type(arr).__name__}")
     if np.issubdtype(arr.dtype, np.floating):
+        if np.isnan(arr).any():  # to_uint's own error would not name the file
+            raise _error(path, f"{what} contain NaN")
         return to_uint(arr, bit_depth)
     if arr.dtype != _DTYPE[bit_depth]:
         raise _error(
