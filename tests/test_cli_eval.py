@@ -644,10 +644,14 @@ def test_a_model_is_scored_on_its_own_task_unless_told(capsys, tmp_path):
     (tmp_path / "Gray").mkdir()
     cv2.imwrite(str(tmp_path / "Gray" / "a.png"), rng.integers(0, 256, (32, 32), np.uint8))
     root = ["--data-root", str(tmp_path), "--json"]
+    denoiser = ["test", "--model", "semanir-t-denoise-gray", "--dataset", "Gray"]
+    assert main([*denoiser, "--sigma", "25", *root]) == 0
+    captured = capsys.readouterr()
     assert (
-        main(["test", "--model", "semanir-t-denoise-gray", "--sigma", "25", "--dataset", "Gray", *root]) == 0
+        json.loads(captured.out)["task"] == "denoise" and "note: --task denoise (the model's" in captured.err
     )
-    assert json.loads(capsys.readouterr().out)["task"] == "denoise"
+    assert main([*denoiser, "--task", "jpeg", "--quality", "10", *root]) == 0  # told: the task asked
+    assert json.loads(capsys.readouterr().out)["task"] == "jpeg"
     # a deblurring model's benchmarks are paired sets
     deblur = ["test", "--model", "hiir-unet-deblur", "--allow-random-init", "--dataset", "Pairs"]
     assert main([*deblur, *root]) == 0

@@ -241,7 +241,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         _check_no_model_options(args)
     else:
         model, restorer = _load_model(args)
-        args.task = args.task or _test_task(model.descriptor)
+        if args.task is None:  # said: a model trained on pairs without model.task keeps its preset's
+            args.task = _test_task(model.descriptor)
+            print(f"note: --task {args.task} (the model's task)", file=sys.stderr)
         _check_levels(args)
         scales = _check_model_task(model, args, scales)
         label, params_m = model_label(model, args.model), sum(p.numel() for p in model.parameters()) / 1e6

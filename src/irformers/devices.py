@@ -37,17 +37,15 @@ def native_bf16(device: torch.device) -> bool:
 
 @contextlib.contextmanager
 def full_fp32() -> Iterator[None]:
-    """Float32 convolutions and matrix products at full precision while inside: PyTorch lets cuDNN run
-    float32 convolutions as TF32 on Ampere and later GPUs, so an fp32 score there was not the model's.
-    The flags are global; they are put back on leaving."""
-    new_api = hasattr(torch.backends.cudnn, "conv")  # torch 2.9 on: a precision per backend
-    name, full = ("fp32_precision", "ieee") if new_api else ("allow_tf32", False)
-    flags = (torch.backends.cudnn.conv if new_api else torch.backends.cudnn, torch.backends.cuda.matmul)
-    saved = [getattr(flag, name) for flag in flags]
-    for flag in flags:
-        setattr(flag, name, full)
+    """CUDA float32 convolutions and matrix products at full precision while inside: PyTorch lets cuDNN
+    run float32 convolutions as TF32 on Ampere and later GPUs, so an fp32 score there was not the
+    model's. Set through the flags every torch from 2.4 reads consistently (mixing in 2.9's per-backend
+    ``fp32_precision`` makes torch's own TF32 getter raise); global, and put back on leaving."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
-        for flag, value in zip(flags, saved, strict=True):
-            setattr(flag, name, value)
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.set_float32_matmul_precision(matmul)

@@ -13,6 +13,7 @@ they sum to exactly one everywhere and the output needs no weight buffer.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import sys
@@ -187,7 +188,11 @@ def _warn_caller(message: str, category: type[Warning]) -> None:
     """A warning attributed to the first line outside this module and torch's wrappers (inference_mode):
     the user's, whether it called ``Restorer``, ``restore`` or the CLI."""
     level, frame = 2, sys._getframe(1)
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith((__name__, "torch")):
+
+    def inside(name: str) -> bool:
+        return name == __name__ or name == "torch" or name.startswith("torch.")
+
+    while frame.f_back is not None and inside(frame.f_globals.get("__name__", "")):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 
@@ -441,7 +446,7 @@ class Restorer:
         self.desc = model.descriptor
         tile, overlap, k = (
             int(v) if isinstance(v, np.integer) else v for v in (tile, overlap, k)
-        )  # computed
+        )  # numpy's whole numbers too
         param = next(model.parameters(), None)
         if device in ("auto", None) and param is not None and param.device.type == "cuda":
             device = param.device  # the GPU it is on, not the first one
@@ -486,8 +491,7 @@ class Restorer:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).contiguous()
-        fp32 = self.dtype == torch.float32
-        with full_fp32() if fp32 else torch.autocast(self.device.type, dtype=self.dtype):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             y = self.net(x, **self.kwargs)
         return y.float().cpu()
 
@@ -528,19 +532,21 @@ class Restorer:
         if plan is not None and self.seam_note:
             _warn_caller(self.seam_note, TileWarning)
             self.seam_note = None
+        strict = self.dtype == torch.float32 and self.device.type == "cuda"
         try:
-            if plan is None:
-                y = fn(x)
-            else:
-                y = tiled_forward(
-                    fn,
-                    x,
-                    scale=self.desc.scale,
-                    out_channels=self.desc.out_channels,
-                    tile=plan[0],
-                    overlap=plan[1],
-                    progress=self.progress,
-                )
+            with full_fp32() if strict else contextlib.nullcontext():
+                if plan is None:
+                    y = fn(x)
+                else:
+                    y = tiled_forward(
+                        fn,
+                        x,
+                        scale=self.desc.scale,
+                        out_channels=self.desc.out_channels,
+                        tile=plan[0],
+                        overlap=plan[1],
+                        progress=self.progress,
+                    )
         except (RuntimeError, MemoryError) as err:
             if not _out_of_memory(err):
                 raise

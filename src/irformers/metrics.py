@@ -4,7 +4,8 @@ Published numbers depend on details that libraries disagree on, so they are fixe
 README's Conventions section): inputs are integer images (uint8, peak 255; uint16, peak 65535),
 arithmetic is float64, the Y channel is MATLAB's `rgb2ycbcr` luma kept unrounded, and SSIM filters
 without padding.
-All functions take H x W or H x W x C arrays of equal shape; 3-channel images are RGB.
+All functions take H x W or H x W x C arrays of equal shape (or H x W x 1 against H x W); 3-channel
+images are RGB.
 """
 
 import math
@@ -48,8 +49,7 @@ def crop_border(img: np.ndarray, n: int) -> np.ndarray:
 
 def _prepare(pred: np.ndarray, gt: np.ndarray, crop: int, y: bool) -> tuple[np.ndarray, np.ndarray, float]:
     """Check, crop and (optionally) take Y; returns float64 H x W x C arrays and the peak."""
-    for img in (pred, gt):
-        _peak(img)  # numpy arrays of integer pixels, before their shapes are compared
+    peak, _ = _peak(pred), _peak(gt)  # numpy arrays of integer pixels, before their shapes are compared
     if pred.shape[:2] == gt.shape[:2] and {pred.shape[2:], gt.shape[2:]} == {(), (1,)}:
         pred, gt = pred.reshape(gt.shape), gt  # H x W x 1 (restore's gray) against H x W (a gray file)
     if pred.shape != gt.shape:
@@ -58,7 +58,6 @@ def _prepare(pred: np.ndarray, gt: np.ndarray, crop: int, y: bool) -> tuple[np.n
         raise TypeError(f"images differ in dtype: pred {pred.dtype} vs gt {gt.dtype}")
     if pred.ndim not in (2, 3):
         raise ValueError(f"expected an H x W or H x W x C image, got shape {pred.shape}")
-    peak = _peak(pred)
     if y and pred.ndim == 3 and pred.shape[2] not in (1, 3):  # RGBA's four channels were scored as they are
         raise ValueError(f"y=True scores the luma of RGB or gray images, not of {pred.shape[2]} channels")
     pred, gt = crop_border(pred, crop), crop_border(gt, crop)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from irformers.devices import resolve_device
+from irformers.devices import full_fp32, resolve_device
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
@@ -155,7 +155,7 @@ def profile_model(
 ) -> dict:
     """Params, MACs, latency (median / min ms of `repeat` calls) and peak memory of inference on `shape`.
 
-    fp32 runs the model as it is; bf16 / fp16 run it under autocast (as `irformers restore` does).
+    fp32 runs without TF32, bf16 / fp16 under autocast, as `irformers restore` does.
     `compile=True` times `torch.compile(model)` (compilation happens in the warm-up calls). The model is
     moved to `device` and put in eval mode; the caller's random state is left as it was.
     """
@@ -166,9 +166,10 @@ def profile_model(
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)  # a private generator
     net = torch.compile(model) if compile else model
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    strict = dtype == torch.float32 and device.type == "cuda"
 
     def call() -> None:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, full_fp32() if strict else contextlib.nullcontext():
             net(x, **runtime)
 
     macs = count_macs(model, shape, **runtime)

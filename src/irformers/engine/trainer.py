@@ -450,6 +450,7 @@ def _scalars(record: dict, prefix: str = ""):
 class Trainer:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.trained_now = 0  # steps the last fit() trained (a finished run's rerun: none)
         self.dist = distributed.env_info()
         self.device = distributed.pick_device(cfg.run.device, self.dist)
         self.run_dir = cfg.run_dir
