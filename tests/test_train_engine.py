@@ -778,6 +778,29 @@ def test_init_from_other_scale_loads_what_fits(tmp_path, capsys):
         Trainer(config_from_dict(raw))
 
 
+def test_a_resumed_run_keeps_the_start_it_had(tmp_path):
+    """A resume's weights took their history from the current train.init: dropping it erased the stages
+    the run came from, adding one invented them, and a moved init file stopped the resume."""
+    from irformers.engine.checkpoint import save_weights
+
+    save_weights(
+        tmp_path / "a.safetensors", build_model_from_config(TINY_SEMANIR), {"training": {"steps": 7}}
+    )
+    no_val = {"sets": []}
+    _train(
+        _raw_config(tmp_path, train={"init": str(tmp_path / "a.safetensors")}, val=no_val, run={"stop_at": 2})
+    )
+    (tmp_path / "a.safetensors").unlink()  # moved away: the resume needs it no more
+    summary = _train(_raw_config(tmp_path, val=no_val, run={"stop_at": 4}))  # train.init dropped
+    assert summary["init"] == {"path": str(tmp_path / "a.safetensors"), "training": {"steps": 7}}
+    save_weights(
+        tmp_path / "b.safetensors", build_model_from_config(TINY_SEMANIR), {"training": {"steps": 9}}
+    )
+    _train(_raw_config(tmp_path, "scratch", val=no_val, run={"stop_at": 2}))
+    raw = _raw_config(tmp_path, "scratch", train={"init": str(tmp_path / "b.safetensors")}, val=no_val)
+    assert "init" not in _train(raw)  # added on resume: not what the run started from
+
+
 def test_init_from_a_foreign_pytorch_file(tmp_path):
     source = build_model_from_config(TINY_SEMANIR)
     torch.save({"params_ema": source.state_dict()}, tmp_path / "foreign.pth")  # BasicSR's layout

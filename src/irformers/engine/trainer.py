@@ -473,9 +473,12 @@ class Trainer:
                     file=sys.stderr,
                     flush=True,
                 )
-        init = init_weights_path(cfg.train.init) if cfg.train.init else None
+        # A resumed run keeps the start it had (its state says which): train.init is not read again.
+        resuming = self._resume_path() is not None
+        init = init_weights_path(cfg.train.init) if cfg.train.init and not resuming else None
         self.init_skipped = load_init_weights(self.model, init) if init else []
         # A model fine-tuned from another carries that one's training summary: its total cost stays known.
+        self.init_path = cfg.train.init if init else None
         self.init_training = read_metadata(init).get("training") if init else None
         if self.dist.rank == 0 and self._replays_init_data():
             print(
@@ -876,7 +879,7 @@ class Trainer:
             ],
             "validation": self.validation,
             "recipe": self.recipe(),
-            **({"init": {"path": cfg.train.init, "training": self.init_training}} if cfg.train.init else {}),
+            **({"init": {"path": self.init_path, "training": self.init_training}} if self.init_path else {}),
         }
 
     def _replays_init_data(self) -> bool:
@@ -929,6 +932,7 @@ class Trainer:
                 },
                 "validation": self.validation,
                 "config": self.cfg.to_dict(),
+                "init": {"path": self.init_path, "training": self.init_training},
             }
             weights = self.ema.module if self.ema is not None else model
             metadata = {
@@ -957,6 +961,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.validation = state.get("validation", {})
+        self.init_path, self.init_training = _init_of(state)
         data = state.get("data", {})
         self.resumed_world = int(data.get("world_size", len(state["rng"])))  # older states: one RNG per rank
         draws = data.get("draws")
@@ -967,6 +972,18 @@ class Trainer:
         self.world_sizes = before + ([self.dist.world_size] if before[-1] != self.dist.world_size else [])
         if self.dist.rank < len(state["rng"]):
             set_rng_state(state["rng"][self.dist.rank])
+
+
+def _init_of(state: dict) -> tuple[str | None, dict | None]:
+    """The weights a resumed run started from, and their training summary; states from before they were
+    kept name them only in their config, as its last session had it."""
+    if "init" in state:
+        return state["init"]["path"], state["init"]["training"]
+    path = state.get("config", {}).get("train", {}).get("init")
+    try:
+        return path, read_metadata(init_weights_path(path)).get("training") if path else None
+    except CheckpointError:  # moved or deleted since: the start is named, its summary lost
+        return path, None
 
 
 def train(cfg: Config) -> dict:
