@@ -284,7 +284,10 @@ def test_bad_training_data_gives_one_clear_error(tmp_path, monkeypatch):
     _folder(tmp_path / "inputs", 1)
     paired = DataConfig(task="paired", root=root, patch_size=8)
     paired.train = [SourceConfig("targets", input="inputs")]
-    assert "1 targets have no input" in _error(paired)
+    assert "1 target(s) have no input" in _error(paired)
+    paired.train = [SourceConfig("inputs", input="targets")]  # a spare input was dropped without a word
+    notes = find_items(paired)[2]
+    assert any(f"{tmp_path / 'targets'}: 1 input(s) with no target, not used: im1" in n for n in notes)
     paired.train = [SourceConfig("targets")]
     assert "needs inputs" in _error(paired)
     # two inputs of one stem: training took one of them silently

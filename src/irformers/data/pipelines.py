@@ -64,8 +64,11 @@ def _folder(path: str, root: Path | None, where: str) -> Path:
     return p
 
 
-def _pair_by_name(targets: Path, inputs: Path, scale: int | None, where: str) -> list[tuple[Path, Path]]:
-    """Match inputs to targets by file stem; SR inputs may carry an `x{scale}` suffix (DIV2K style)."""
+def _pair_by_name(
+    targets: Path, inputs: Path, scale: int | None, where: str, notes: list[str]
+) -> list[tuple[Path, Path]]:
+    """Match inputs to targets by file stem; SR inputs may carry an `x{scale}` suffix (DIV2K style). An
+    input without a target gets a note, not an error: an input folder may hold more than one set's."""
     by_stem = images_by_stem(inputs)
     pairs, missing = [], []
     for target in images_by_stem(targets).values():
@@ -77,7 +80,12 @@ def _pair_by_name(targets: Path, inputs: Path, scale: int | None, where: str) ->
             pairs.append((target, match))
     if missing:
         raise DatasetError(
-            f"{where}: {len(missing)} targets have no input in {inputs} (e.g. {', '.join(missing[:3])})"
+            f"{where}: {len(missing)} target(s) have no input in {inputs} (e.g. {', '.join(missing[:3])})"
+        )
+    spare = sorted(set(by_stem) - {match.stem for _, match in pairs})
+    if spare:
+        notes.append(
+            f"{where}: {inputs}: {len(spare)} input(s) with no target, not used: {', '.join(spare[:3])}"
         )
     if not pairs:
         raise DatasetError(f"{where}: {targets}: no images")
@@ -90,7 +98,7 @@ def _source_files(
     scale = deg.scale if deg.task == "sr" else None
     target = _folder(source.target, root, f"{where}.target")
     if source.input is not None:
-        files = _pair_by_name(target, _folder(source.input, root, f"{where}.input"), scale, where)
+        files = _pair_by_name(target, _folder(source.input, root, f"{where}.input"), scale, where, notes)
     elif (target / "HR").is_dir() or ((target / "input").is_dir() and (target / "target").is_dir()):
         files = [(s.target, s.source) for s in find_dataset(target.name, target.parent, scale).samples]
     else:
