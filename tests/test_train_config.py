@@ -195,3 +195,10 @@ def test_a_level_the_validation_uses_is_not_unused(recipe):
         "data.train=[{target: T91, degrade: {task: jpeg, quality: 10}}]",
     ]
     assert load_config(recipe, over).data.sigma == 25
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    """Two `lr:` lines (or two `train:` sections) passed --check; the last one won without a word."""
+    (tmp_path / "twice.yaml").write_text("train:\n  lr: 1.0e-4\n  steps: 10\n  lr: 2.0e-4\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: not valid YAML \(line 4\): duplicate key 'lr'"):
+        load_config(tmp_path / "twice.yaml")
