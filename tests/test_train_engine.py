@@ -171,6 +171,12 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     assert "is at step 6 with a changed recipe: train.lr: 0.001 -> 0.0005; train.steps: 6 -> 4" in err
     assert "resumes" not in err  # it has nothing to do
     assert "nothing to do, the run is at step 6 of 4" in err
+    argv = ["train", str(_write(tmp_path, _raw_config(tmp_path, val=no_val, train={"lr": 5e-4}))), "--check"]
+    assert main(argv) == 0  # --check said only "resumes": the run itself lists the changes
+    assert (
+        "resumes" in (out := capsys.readouterr().out)
+        and "with a changed recipe: train.lr: 0.001 -> 0.0005" in out
+    )
     assert main(["train", str(_write(tmp_path, _raw_config(tmp_path, val=no_val)))]) == 0
     assert capsys.readouterr().out.startswith("nothing trained: ")  # was "trained 6/6 steps in 2 s"
     saved = yaml.safe_load((tmp_path / "runs" / "run" / "config.yaml").read_text())["train"]

@@ -760,9 +760,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from irformers.data.io import ImageError, error_line
     from irformers.engine.checkpoint import WEIGHTS_FILE, CheckpointError
-    from irformers.engine.config import ConfigError, load_config
+    from irformers.engine.config import ConfigError, load_config, recipe_changes
     from irformers.engine.distributed import env_info
-    from irformers.engine.trainer import Trainer, TrainingError, TrainingInterrupted
+    from irformers.engine.trainer import CONFIG_FILE, Trainer, TrainingError, TrainingInterrupted
 
     overrides = [*args.overrides, *([f"run.resume={args.resume}"] if args.resume else [])]
     main_rank = env_info().rank == 0
@@ -778,6 +778,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         params = sum(p.numel() for p in trainer.model.parameters())
         resume = f", resumes {trainer.resume_from}" if trainer.resume_from else ""
+        if trainer.resume_from:  # what the run itself would say: each setting that differs
+            changed = recipe_changes(trainer.resume_from.parent / CONFIG_FILE, cfg)
+            resume += f" with a changed recipe: {'; '.join(changed)}" if changed else ""
         print(
             f"config OK: {len(trainer.items)} training images in {len(trainer.sizes)} source(s), "
             f"{params / 1e6:.3f} M parameters, run folder {cfg.run_dir}{resume}"
