@@ -186,6 +186,7 @@ def test_a_run_resumed_with_another_recipe_says_what_changed(tmp_path, capsys):
     assert "train_state.pt does not fit this model (size mismatch for frame.conv_first.weight" in str(
         info.value
     )
+    assert str(info.value).endswith("; the recipe changed model.dim: 12 -> 16")  # was "was model.* changed?"
     with pytest.raises(ConfigError) as info:  # a stage more: torch lists every missing key on one line
         _train(_raw_config(tmp_path, val=no_val, model={"depths": [2, 2]}))
     assert "(Missing key(s) in state_dict:" in str(info.value) and len(str(info.value)) < 300 + len(

@@ -535,8 +535,11 @@ class Trainer:
             lines = str(err).strip().splitlines()  # a header, then one line per kind of mismatch
             first = lines[1].strip() if len(lines) > 1 else lines[0]
             first = first if len(first) <= 160 else first[:157] + "..."  # "Unexpected key(s)" lists all
+            listed = recipe_changes(self.resume_from.parent / CONFIG_FILE, self.cfg)
+            changed = [c for c in listed if c.startswith("model.")]  # named, not guessed at
+            why = f"the recipe changed {'; '.join(changed)}" if changed else "was model.* changed?"
             raise ConfigError(
-                f"run.resume: {self.resume_from} does not fit this model ({first}); was model.* changed?"
+                f"run.resume: {self.resume_from} does not fit this model ({first}); {why}"
             ) from None
 
     # ---- checks before training
