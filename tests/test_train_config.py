@@ -171,7 +171,6 @@ def test_recipes_load_and_their_models_fit_their_data(recipe):
         # a free-text task named output files ('img_de blur.png') and set test's default task ('sr' at x1)
         ("semanir-t-denoise-gray", "task", "de blur", "task must be a short name (a-z, 0-9, '-')"),
         ("semanir-t-denoise-gray", "task", "sr", "task 'sr' with scale 1: sr is the task of scale 2-4"),
-        ("semanir-t-sr-x2", "task", "deblur", "task 'deblur' with scale 2: sr is the task of scale 2-4"),
         ("semanir-t-denoise-color", "task", "demosaic", "demosaic is the task of bayer_input models"),
     ],
 )

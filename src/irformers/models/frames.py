@@ -124,11 +124,9 @@ def check_ranges(arch: str, cfg: dict) -> None:
     task = cfg.get("task")  # free text past the synthetic tasks (deblur, derain): it names output files
     if task is not None and (not isinstance(task, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", task)):
         raise ValueError(f"{arch} config: task must be a short name (a-z, 0-9, '-'), got {task!r}")
-    if task is not None and (task == "sr") != (cfg.get("scale", 1) > 1):
-        raise ValueError(
-            f"{arch} config: task {task!r} with scale {cfg.get('scale', 1)}: sr is the task of scale 2-4"
-        )
-    if task is not None and (task == "demosaic") != bool(cfg.get("bayer_input")):
+    if task == "sr" and cfg.get("scale", 1) == 1:
+        raise ValueError(f"{arch} config: task 'sr' with scale 1: sr is the task of scale 2-4")
+    if task == "demosaic" and not cfg.get("bayer_input"):
         raise ValueError(f"{arch} config: task {task!r}: demosaic is the task of bayer_input models")
     for key, ok, what in (
         ("mlp_ratio", lambda v: v > 0, "> 0"),
