@@ -169,7 +169,7 @@ def test_recipes_load_and_their_models_fit_their_data(recipe):
         ("hiir-t-sr-x2", "dim", 0, "dim must be a whole number >= 1, got 0"),
         ("hiir-t-denoise-color", "window_size", [16, None, 8, 4], "window_size must be whole numbers >= 1"),
         # a free-text task named output files ('img_de blur.png') and set test's default task ('sr' at x1)
-        ("semanir-t-denoise-gray", "task", "de blur", "task must be a short name (a-z, 0-9, '-')"),
+        ("semanir-t-denoise-gray", "task", "de blur", "task must be a short name (a-z, 0-9, '-', '_')"),
         ("semanir-t-denoise-gray", "task", "sr", "task 'sr' with scale 1: sr is the task of scale 2-4"),
         ("semanir-t-denoise-color", "task", "demosaic", "demosaic is the task of bayer_input models"),
     ],

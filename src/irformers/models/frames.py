@@ -122,8 +122,8 @@ def check_ranges(arch: str, cfg: dict) -> None:
                 what = "whole numbers" if entries is value else "a whole number"
                 raise ValueError(f"{arch} config: {key} must be {what} >= {least}, got {value!r}")
     task = cfg.get("task")  # free text past the synthetic tasks (deblur, derain): it names output files
-    if task is not None and (not isinstance(task, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", task)):
-        raise ValueError(f"{arch} config: task must be a short name (a-z, 0-9, '-'), got {task!r}")
+    if task is not None and (not isinstance(task, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", task)):
+        raise ValueError(f"{arch} config: task must be a short name (a-z, 0-9, '-', '_'), got {task!r}")
     if task == "sr" and cfg.get("scale", 1) == 1:
         raise ValueError(f"{arch} config: task 'sr' with scale 1: sr is the task of scale 2-4")
     if task == "demosaic" and not cfg.get("bayer_input"):
