@@ -778,6 +778,13 @@ def test_init_from_other_scale_loads_what_fits(tmp_path, capsys):
     raw["model"] = {"preset": "semanir-t-sr-x2"}
     shipped = Trainer(config_from_dict(raw))
     assert shipped.init_skipped == [] and shipped.init_training["steps"] > 0
+    raw["train"]["init"] = str(tmp_path / "runs" / "earlier")  # a run folder: was "no such file"
+    (tmp_path / "runs" / "earlier").mkdir(parents=True, exist_ok=True)
+    save_weights(tmp_path / "runs" / "earlier" / "model.safetensors", x2, {})
+    with pytest.raises(
+        CheckpointError, match=r"a folder, not a weights file \(its weights: .*model.safetensors\)"
+    ):
+        Trainer(config_from_dict(raw))
     raw["train"]["init"] = "semanir-t-sr-x3"  # a preset that ships no weights
     with pytest.raises(
         CheckpointError, match="semanir-t-sr-x3: no such file, nor a model that ships weights"

@@ -226,6 +226,9 @@ def init_weights_path(spec: str) -> Path:
 
     if not Path(spec).is_file() and spec in PRESETS and bundled_weights(spec) is not None:
         return bundled_weights(spec)
+    if Path(spec).is_dir():  # a run folder: its weights file, as restore and test point out
+        hint = f" (its weights: {Path(spec) / WEIGHTS_FILE})" if (Path(spec) / WEIGHTS_FILE).is_file() else ""
+        raise CheckpointError(f"train.init: {spec}: a folder, not a weights file{hint}")
     if not Path(spec).is_file():
         raise CheckpointError(f"train.init: {spec}: no such file, nor a model that ships weights")
     return Path(spec)
