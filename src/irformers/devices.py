@@ -49,3 +49,8 @@ def full_fp32() -> Iterator[None]:
     finally:
         torch.backends.cudnn.allow_tf32 = cudnn
         torch.set_float32_matmul_precision(matmul)
+
+
+def fp32_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """`full_fp32` where it matters, fp32 on a CUDA device (nowhere else is there TF32 to turn off)."""
+    return full_fp32() if dtype == torch.float32 and device.type == "cuda" else contextlib.nullcontext()

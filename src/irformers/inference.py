@@ -13,7 +13,6 @@ they sum to exactly one everywhere and the output needs no weight buffer.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
 import sys
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from irformers.data.io import InputError
-from irformers.devices import full_fp32, native_bf16, resolve_device
+from irformers.devices import fp32_context, native_bf16, resolve_device
 from irformers.engine.checkpoint import (
     WEIGHTS_FILE,
     WEIGHTS_SUFFIXES,
@@ -532,9 +531,8 @@ class Restorer:
         if plan is not None and self.seam_note:
             _warn_caller(self.seam_note, TileWarning)
             self.seam_note = None
-        strict = self.dtype == torch.float32 and self.device.type == "cuda"
         try:
-            with full_fp32() if strict else contextlib.nullcontext():
+            with fp32_context(self.device, self.dtype):  # once per image: the flags are global
                 if plan is None:
                     y = fn(x)
                 else:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from irformers.devices import full_fp32, resolve_device
+from irformers.devices import fp32_context, resolve_device
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
@@ -166,10 +166,9 @@ def profile_model(
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)  # a private generator
     net = torch.compile(model) if compile else model
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    strict = dtype == torch.float32 and device.type == "cuda"
 
     def call() -> None:
-        with torch.inference_mode(), autocast, full_fp32() if strict else contextlib.nullcontext():
+        with torch.inference_mode(), autocast, fp32_context(device, dtype):
             net(x, **runtime)
 
     macs = count_macs(model, shape, **runtime)
